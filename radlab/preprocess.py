@@ -35,6 +35,8 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
     is_numpy = isinstance(x, np.ndarray)
     if not (is_numpy or isinstance(x, torch.Tensor)):
         raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    if is_numpy and x.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected real numbers (float or int), got dtype {x.dtype}")
     t = torch.from_numpy(np.ascontiguousarray(x)) if is_numpy else x
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name}: expected real numbers (float or int), got dtype {t.dtype}")
@@ -42,9 +44,15 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
         t = t.float()                     # int16 HU, uint8 images -> float32
     if t.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty array, got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
+    if not _all_finite(t):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
     return t, is_numpy
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # A NaN or inf makes the sum non-finite, so a finite sum proves all values finite
+    # (one fast reduction); only a non-finite sum (maybe overflow) needs the voxel-wise test.
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _back(t: torch.Tensor, is_numpy: bool):
@@ -71,7 +79,7 @@ def ct_window(x, lo: float = -100.0, hi: float = 250.0):
     lo, hi = _finite_number(lo, "lo"), _finite_number(hi, "hi")
     if not lo < hi:
         raise ValueError(f"lo, hi: expected lo < hi, got lo={lo}, hi={hi}")
-    return _back((t.clamp(lo, hi) - lo) / (hi - lo), is_numpy)
+    return _back(t.clamp(lo, hi).sub_(lo).div_(hi - lo), is_numpy)     # in place on clamp's copy
 
 
 # --------------------------------------------------------------------------- MRI
@@ -96,9 +104,11 @@ def zscore(x, mask=None):
         empty = int((count[:, 0] == 0).nonzero()[0])
         raise ValueError(f"mask: expected at least one True voxel per volume, volume {empty} has none")
     mean = (v * mv).sum(1, keepdim=True) / count
-    std = (((v - mean) * mv) ** 2).sum(1, keepdim=True).div(count).sqrt()
-    std = torch.where(std > 0, std, torch.ones_like(std))   # constant volume: avoid 0/0
-    out = (v - mean) / std * mv
+    centred = (v - mean).mul_(mv)                              # 0 outside the mask
+    drift = centred.sum(1, keepdim=True) / count              # float32 rounding left in `mean`
+    std = (centred.square().sum(1, keepdim=True) / count - drift ** 2).clamp_min(0).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))     # constant volume: avoid 0/0
+    out = centred.sub_(drift * mv).div_(std)
     return _back(out.reshape(t.shape), is_numpy)
 
 
@@ -125,7 +135,7 @@ def suv(x, *, weight_kg, injected_dose_bq):
     t, is_numpy = _as_tensor(x, "x")
     weight = _per_sample(weight_kg, "weight_kg", t)
     dose = _per_sample(injected_dose_bq, "injected_dose_bq", t)
-    return _back(t * (weight * 1000.0) / dose, is_numpy)
+    return _back(t * (weight * 1000.0 / dose), is_numpy)            # g per Bq, then one multiply
 
 
 def _per_sample(value: Any, name: str, t: torch.Tensor) -> torch.Tensor:
@@ -181,13 +191,15 @@ def _resample_array(volume, spacing, from_spacing, order):
         raise TypeError(f"volume: expected a Volume, torch.Tensor or numpy.ndarray, got {type(volume).__name__}")
     if t.ndim not in (3, 4, 5) or t.numel() == 0:
         raise ValueError(f"volume: expected shape (D,H,W), (C,D,H,W) or (N,C,D,H,W), got {tuple(t.shape)}")
+    if t.is_floating_point() and not _all_finite(t):
+        raise ValueError("volume: expected finite values, got NaN or inf")
     if order == 1 and not t.is_floating_point():
         raise TypeError(f"volume: order=1 interpolates and needs a float dtype, got {t.dtype}; "
                         "use order=0 for masks and labels")
     old = t.shape[-3:]
     shape = [max(1, round(n * a / b)) for n, a, b in zip(old, from_spacing, spacing)]
     x = t.reshape(-1, 1, *old)                                           # (N*C, 1, D, H, W)
-    x = x if x.is_floating_point() else x.float()     # nearest on ints/bools: exact via float
+    x = x if x.is_floating_point() else x.float()     # nearest on ints/bools: exact below 2**24
     if order == 1:
         y = F.interpolate(x, size=shape, mode="trilinear", align_corners=False)
     else:

@@ -35,14 +35,34 @@ _COMMON: dict[str, dict[str, Any]] = {
 # Sizes that belong to one notebook's experiments. Each notebook owns its entry:
 # ``P.nb02.n_sizes`` reads ``SECTIONS["nb02"]["n_sizes"][P.name]``.
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "nb00": {},
-    "nb01": {},
+    "nb00": {"n_show": {"quick": 3, "standard": 4, "full": 8}},   # patients per modality in the tour
+    "nb01": {   # training-set sizes of the learning curve, CNN optimiser steps per fit, lesion crop edge
+        "sizes": {"quick": (50, 200), "standard": (50, 100, 200, 400, 800),
+                  "full": (50, 100, 200, 400, 800, 1600, 3200)},
+        "steps": {"quick": 150, "standard": 300, "full": 1000},
+        "crop": {"quick": 16, "standard": 16, "full": 32},      # voxels: 16 mm at 1 mm, 0.5 mm (full)
+    },
     "nb02": {},
-    "nb03": {},
-    "nb04": {},
+    "nb03": {   # 2D / 2.5D / 3D costs; anisotropic voxels (training part: smoke test under quick)
+        "sizes": {"quick": (32, 64, 128, 256), "standard": (32, 64, 128, 256), "full": (32, 64, 128, 256)},
+        "measure_up_to": {"quick": 32, "standard": 64, "full": 256},      # sizes whose step is timed
+        "aniso_spacing": {"quick": (5.0, 1.0, 1.0), "standard": (5.0, 0.7, 0.7), "full": (5.0, 0.7, 0.7)},
+        "aniso_shape": {"quick": (6, 32, 32), "standard": (6, 46, 46), "full": (6, 46, 46)},
+        "aniso_n": {"quick": 48, "standard": 400, "full": 1500},           # train = test patients
+        "aniso_epochs": {"quick": 2, "standard": 10, "full": 25},
+        "aniso_seeds": {"quick": (0,), "standard": (0, 1), "full": (0, 1, 2)},
+    },
+    "nb04": {   # rotated test phantoms: plain CNN, + augmentation, p4 group CNN
+        "n": {"quick": 200, "standard": 300, "full": 1000},                # train = test patients
+        "epochs": {"quick": 8, "standard": 10, "full": 20},
+        "seeds": {"quick": (0,), "standard": (0, 1, 2), "full": (0, 1, 2, 3, 4)},
+    },
     "nb05": {},
     "nb07": {},
-    "nb09": {},
+    "nb09": {"n_train": {"quick": 200, "standard": 500, "full": 2000},     # survival phantoms to train on
+             "n_test": {"quick": 200, "standard": 400, "full": 1000},      # held-out patients
+             "epochs": {"quick": 12, "standard": 20, "full": 40},          # CNN epochs (crops are 1/8 volume)
+             "batch_size": {"quick": 32, "standard": 32, "full": 64}},     # ~22+ events per Cox batch
 }
 
 

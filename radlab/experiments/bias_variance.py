@@ -1,0 +1,199 @@
+"""Bias, variance and noise of a predicted probability, measured against the truth.
+
+For a test patient with true probability p = P(y=1 | x) and a model trained on a
+random training set D, the expected squared error of the predicted probability
+splits exactly (the chapter's decomposition with f* = p and σ² = p(1-p)):
+
+    E_{D,y}[(p̂_D − y)²] = p(1−p)  +  (E_D[p̂_D] − p)²  +  Var_D(p̂_D)
+                           noise       bias²              variance
+
+We estimate E_D by training R models on R independent training sets of fresh
+phantom patients (not re-splits of one set) and average over a fixed test set.
+
+Taught in ``notebooks/02_bias_variance.ipynb``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..models.stacked import StackedCNN3D, fit_stacked, predict_stacked
+
+FAMILIES = ("logreg", "cnn", "cnn+aug", "bagged")
+
+
+def decompose(p_hat, p_true) -> dict[str, float]:
+    """Split the expected Brier score of ``p_hat`` (R models × M patients) into its three parts.
+
+    Also returns ``brier``, E_y[(p̂ − y)²] computed directly from its definition
+    with y ~ Bernoulli(p_true), averaged over models and patients: the three
+    parts must add up to it (up to rounding).
+    """
+    p_hat, p_true = np.asarray(p_hat, dtype=np.float64), np.asarray(p_true, dtype=np.float64)
+    if p_hat.ndim != 2 or p_true.shape != p_hat.shape[1:]:
+        raise ValueError(f"p_hat: expected shape (R, M) with M = len(p_true) = {p_true.shape}, got {p_hat.shape}")
+    for name, p in (("p_hat", p_hat), ("p_true", p_true)):
+        if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+            raise ValueError(f"{name}: expected finite probabilities in [0, 1]")
+    mean_p = p_hat.mean(axis=0)                                   # E_D[p̂] per patient
+    noise = np.mean(p_true * (1 - p_true))
+    bias2 = np.mean((mean_p - p_true) ** 2)
+    variance = np.mean(p_hat.var(axis=0))                         # population variance over the R models
+    brier = np.mean(p_true * (1 - p_hat) ** 2 + (1 - p_true) * p_hat ** 2)
+    return dict(noise=noise, bias2=bias2, variance=variance, brier=brier)
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+    return float(np.mean([roc_auc_score(labels, s) for s in scores]))
+
+
+@dataclasses.dataclass
+class BiasVarianceResult:
+    """One row per (family, n, capacity): the decomposition, Brier and AUC on the test set."""
+
+    rows: pd.DataFrame
+    predictions: dict = dataclasses.field(default_factory=dict, repr=False)  # key -> (R, M) p̂
+
+    def table(self) -> pd.DataFrame:
+        return self.rows.copy()
+
+    def get(self, family: str, n: int, **where) -> pd.Series:
+        """The row for one family and training-set size (``width=``/``bags=`` to pick a variant)."""
+        mask = (self.rows.family == family) & (self.rows.n == n)
+        for key, value in where.items():
+            mask &= self.rows[key] == value
+        if mask.sum() != 1:
+            raise KeyError(f"expected one row for family={family!r}, n={n}, {where}; found {int(mask.sum())}")
+        return self.rows[mask].iloc[0]
+
+    def plot(self):
+        """Left: stacked noise + bias² + variance bars per family and n. Right: Brier score against n."""
+        import matplotlib.pyplot as plt
+        rows = self.rows.assign(label=lambda d: d.family + np.where(d.width > 0, " w" + d.width.astype(str), ""))
+        labels = list(dict.fromkeys(rows.label))
+        sizes = sorted(rows.n.unique())
+        fig, (ax_bars, ax_curve) = plt.subplots(1, 2, figsize=(12, 4.2))
+        width = 0.8 / len(labels)
+        for j, label in enumerate(labels):
+            part = rows[rows.label == label].set_index("n").reindex(sizes)
+            pos = np.arange(len(sizes)) + (j - (len(labels) - 1) / 2) * width
+            bottom = np.zeros(len(sizes))
+            for term, colour in (("noise", "0.8"), ("bias2", f"C{j}"), ("variance", f"C{j}")):
+                ax_bars.bar(pos, part[term], width * 0.95, bottom=bottom, color=colour,
+                            hatch="//" if term == "variance" else None, edgecolor="white",
+                            label=f"{label}: {term}" if term != "noise" else None)
+                bottom += part[term].fillna(0).to_numpy()
+            ax_curve.plot(part.index, part.brier, "o-", color=f"C{j}", label=label)
+        ax_bars.set_xticks(np.arange(len(sizes)), [f"n={n}" for n in sizes])
+        ax_bars.set_ylabel("expected Brier = noise (grey) + bias² + variance (hatched)")
+        ax_bars.legend(fontsize=7, ncol=2)
+        ax_curve.axhline(rows.noise.iloc[0], color="0.5", ls="--", label="noise floor p(1-p)")
+        ax_curve.set(xscale="log", xlabel="training-set size n", ylabel="expected Brier score",
+                     title="total error against n")
+        ax_curve.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+@dataclasses.dataclass
+class _Data:
+    """A pool of R disjoint blocks of fresh training patients and one fixed test set."""
+
+    x: torch.Tensor        # (R, n_max, D, H, W) network inputs
+    y: torch.Tensor        # (R, n_max) labels
+    features: np.ndarray   # (R, n_max, F) hand-crafted features
+    x_test: torch.Tensor   # (M, D, H, W)
+    y_test: np.ndarray
+    p_test: np.ndarray
+    f_test: np.ndarray
+
+
+def make_data(R: int, n_max: int, *, test_size: int, size: int, seed: int, pattern_share: float) -> _Data:
+    """Draw R·n_max training patients and a test set, and their hand-crafted features."""
+    from .. import classical, phantoms
+    kw = dict(size=size, modality="ct", task="classification", pattern_share=pattern_share)
+    train = phantoms.make_phantoms(R * n_max, seed=seed, **kw)
+    test = phantoms.make_phantoms(test_size, seed=seed + 1_000_003, **kw)
+    feats = [classical.extract_features(ph.images, ph.masks, ph.spacing).to_numpy(np.float64)
+             for ph in (train, test)]
+    shape = (R, n_max)
+    return _Data(x=train.inputs[:, 0].reshape(*shape, size, size, size), y=train.labels.reshape(shape),
+                 features=feats[0].reshape(*shape, -1), x_test=test.inputs[:, 0],
+                 y_test=test.labels.numpy(), p_test=test.p_true.numpy().astype(np.float64), f_test=feats[1])
+
+
+def flip_shift(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Augment ``(B, R, D, H, W)``: random flips of each spatial axis and a shift of up to 2 voxels."""
+    for axis in (2, 3, 4):
+        if torch.rand((), generator=generator) < 0.5:
+            batch = batch.flip(axis)
+    shifts = torch.randint(-2, 3, (3,), generator=generator).tolist()
+    return torch.roll(batch, shifts=shifts, dims=(2, 3, 4))
+
+
+def _fit_logreg(data: _Data, n: int) -> np.ndarray:
+    from .. import classical
+    preds = []
+    for r in range(data.y.shape[0]):
+        model = classical.classical_model("logreg").fit(data.features[r, :n], data.y[r, :n].numpy())
+        preds.append(model.predict_proba(data.f_test)[:, 1])
+    return np.stack(preds)                                          # (R, M)
+
+
+def _fit_cnn(data: _Data, n: int, *, width: int, depth: int, epochs: int, bags: int, augment: bool,
+             seed: int) -> np.ndarray:
+    R = data.y.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    # Bagging: B bootstrap resamples of each training set, as R·B stacked models.
+    idx = torch.randint(0, n, (R, bags, n), generator=gen) if bags > 1 else torch.arange(n).expand(R, 1, n)
+    rows = torch.arange(R)[:, None, None]
+    x = data.x[rows, idx].reshape(R * bags, n, *data.x.shape[2:])   # (R·B, n, D, H, W)
+    y = data.y[rows, idx].reshape(R * bags, n)
+    model = StackedCNN3D(R * bags, width=width, depth=depth)
+    fit_stacked(model, x, y, epochs=epochs, seed=seed, augment=(lambda b: flip_shift(b, gen)) if augment else None)
+    p = predict_stacked(model, data.x_test)                            # (R·B, M)
+    return p.reshape(R, bags, -1).mean(dim=1).numpy().astype(np.float64)   # bag average per training set
+
+
+def run(families: Sequence[str] = ("logreg", "cnn"), n_sizes: Sequence[int] = (50, 200), *, R: int = 4,
+        test_size: int = 300, size: int = 16, epochs: int = 20, widths: Sequence[int] = (8,), depth: int = 3,
+        bags: int = 5, pattern_share: float = 0.5, seed: int = 0,
+        progress: Callable[[float], None] | None = None) -> BiasVarianceResult:
+    """Measure noise, bias² and variance for each family and training-set size ``n``.
+
+    ``widths`` is the capacity knob (CNN channels of the first block); ``bags``
+    the number of bootstrap models in the ``bagged`` family. Small training sets
+    get more epochs (``epochs · √(n_max / n)``) so they are not starved of
+    optimisation steps, while large sets still see more patients.
+    """
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"families: expected names from {FAMILIES}, got {sorted(unknown)}")
+    if not n_sizes or min(n_sizes) < 10:
+        raise ValueError(f"n_sizes: expected training-set sizes >= 10, got {list(n_sizes)}")
+    if R < 2:
+        raise ValueError(f"R: expected at least 2 training sets to measure a variance, got {R}")
+    data = make_data(R, max(n_sizes), test_size=test_size, size=size, seed=seed, pattern_share=pattern_share)
+    jobs = [(f, n, w) for n in n_sizes for f in families for w in (widths if f != "logreg" else (0,))]
+    rows, predictions = [], {}
+    for k, (family, n, width) in enumerate(jobs):
+        if family == "logreg":
+            p_hat = _fit_logreg(data, n)
+        else:
+            n_epochs = max(2, round(epochs * math.sqrt(max(n_sizes) / n)))
+            p_hat = _fit_cnn(data, n, width=width, depth=depth, epochs=n_epochs, augment=family == "cnn+aug",
+                             bags=bags if family == "bagged" else 1, seed=seed + k)
+        parts = decompose(p_hat, data.p_test)
+        rows.append(dict(family=family, n=n, width=width, **parts,
+                         brier_measured=float(np.mean((p_hat - data.y_test) ** 2)),
+                         auc=_auc(data.y_test, p_hat)))
+        predictions[(family, n, width)] = p_hat
+        if progress is not None:
+            progress((k + 1) / len(jobs))
+    return BiasVarianceResult(pd.DataFrame(rows), predictions)
