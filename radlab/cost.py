@@ -210,10 +210,9 @@ class CostReport:
             "estimate MiB": self.activation_bytes_estimate / mib}])
 
     def measure(self, steps: int = 5, device: str | torch.device | None = None, warmup: int = 1) -> pd.Series:
-        """Time real forward+backward passes; on CUDA also the peak memory next to the estimate.
-
-        Runs on a copy of the model (so BatchNorm statistics of ``model`` stay untouched).
-        """
+        """Time real forward+backward passes (median ``step_s``); on CUDA also ``peak_extra_MiB``, the peak
+        allocated above weights, gradients and input during a step, next to ``estimate_MiB`` (the measured
+        saved activations). Runs on a copy of the model, so its BatchNorm statistics stay untouched."""
         _check_positive_int(steps, "steps")
         device = torch.device(device) if device is not None else _model_device(self.model)
         model = copy.deepcopy(self.model).to(device=device, dtype=self.dtype).train()
@@ -232,11 +231,11 @@ class CostReport:
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
             model.zero_grad(set_to_none=False)  # keep grads allocated: they are part of the cost
+        # base already holds weights, gradients (kept from the warm-up step) and the input batch,
+        # so the peak above it is what one step adds: saved activations plus backward temporaries
         peak = (torch.cuda.max_memory_allocated(device) - base) if cuda else float("nan")
-        estimate = self.activation_bytes + self.param_bytes  # + gradients (allocated during backward)
         return pd.Series({"device": str(device), "step_s": float(torch.tensor(times[warmup:]).median()),
-                          "peak_extra_MiB": peak / 2 ** 20, "estimate_MiB": estimate / 2 ** 20,
-                          "activations_MiB": self.activation_bytes / 2 ** 20})
+                          "peak_extra_MiB": peak / 2 ** 20, "estimate_MiB": self.activation_bytes / 2 ** 20})
 
     def __str__(self) -> str:
         return (f"CostReport(input={self.input_shape}, params={self.params:,}, "

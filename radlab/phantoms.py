@@ -27,22 +27,26 @@ the distribution above, so each has mean 0 and variance 1.
 
 **The internal pattern only a CNN sees.** With ``rho`` the lesion's normalised
 radius (0 at the centre, 1 on the margin, following spikes and lobes) and
-``u = min(rho / 0.85, 1)**3`` (uniform on [0, 1] over the inner 0.85 of the radius),
+``u = min(rho / 0.75, 1)**3`` (uniform on [0, 1] over the inner 0.75 of the radius),
 the lesion's intensity is::
 
-    lesion = liver + contrast - amplitude * necrosis * sin(2 pi u) + heterogeneity * texture
+    lesion = liver + contrast + heterogeneity * texture - amplitude * necrosis * sin(2 pi u)
 
-(PET multiplies instead: ``(liver + contrast) * (1 - 0.6 necrosis sin(2 pi u) + ...)``.)
-``necrosis > 0`` gives a dark (necrotic) core inside a bright ring, ``necrosis < 0``
-a bright core inside a dark ring, and the outer rim (rho > 0.85) stays at the lesion
-mean. ``sin(2 pi U)`` is symmetric about 0 and the two signs are mirror images
-(``x - mean -> -(x - mean)``), so the intensity histogram's mean, std, kurtosis and
-percentile spread, the mask (volume, sphericity) and the gradient magnitudes do not
-depend on the sign: first-order, shape and sign-symmetric texture features cannot
-see it. The rim at the lesion mean makes blurring with the surroundings at the
-margin the same for both signs. What leaks is small and honest: the scanner's blur
-flattens the thin bright/dark ring more than the thick core, a slight skewness
-(|correlation with necrosis| about 0.05-0.1, measured in ``tests/test_phantoms.py``).
+with ``amplitude`` 60 HU (CT) or 220 a.u. (MRI); for PET the last term is relative,
+``0.6 * necrosis * sin(2 pi u)`` times the lesion mean. ``texture`` is a smooth random
+field of unit variance (2-4 mm wavelengths); ``heterogeneity`` scales it up to 8 HU,
+35 a.u. or 15 % (PET). ``necrosis > 0`` gives a dark (necrotic) core inside a bright
+ring, ``necrosis < 0`` a bright core inside a dark ring, and the outer rim
+(rho > 0.75) stays at the lesion mean. ``sin(2 pi U)`` is symmetric about 0 and the
+two signs are mirror images (``x - mean -> -(x - mean)``), so the histogram's mean,
+std, kurtosis and percentile spread, the mask (volume, sphericity) and gradient
+magnitudes do not depend on the sign: first-order, shape and sign-symmetric texture
+features cannot see it, while a CNN sees a centre-surround contrast. Two choices keep
+it that way: the rim at the lesion mean makes blurring at the margin the same for
+both signs, and the pattern is added after the scanner's blur and partial volume
+(sampled at voxel centres), because blur flattens the thin ring more than the thick
+core and would turn the sign into skewness (a deliberate simplification; with it
+the correlation of skewness with necrosis is about 0, checked in the tests).
 
 **Classification** (``task="classification"``)::
 
@@ -100,7 +104,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -126,14 +130,14 @@ TISSUES = {
 }
 # Lesion contrast relative to the liver (uniform range), pattern amplitude, heterogeneity.
 _LESION = {
-    "ct":  dict(contrast=(-70.0, 30.0), pattern=40.0, hetero=12.0, texture=5.0),
-    "mri": dict(contrast=(-250.0, 150.0), pattern=160.0, hetero=50.0, texture=20.0),
+    "ct":  dict(contrast=(-50.0, 50.0), pattern=60.0, hetero=8.0, texture=5.0),
+    "mri": dict(contrast=(-200.0, 200.0), pattern=220.0, hetero=35.0, texture=20.0),
     "pet": dict(contrast=(0.8, 6.0), pattern=0.6, hetero=0.15, texture=0.08),   # PET: relative
 }
 _RADIUS_MM = (2.5, 5.5)
 _SPICULATION = (0.0, 0.6)
 _N_SPIKES = 6
-_CORE = 0.85            # the internal pattern lives inside rho < 0.85
+_CORE = 0.75            # the internal pattern lives inside rho < 0.75
 _LOGIT_SCALE = 2.7
 _SITE_LOGIT = 3.0
 _H_WEIGHTS = (1.0, 0.8, 0.5)          # size, contrast, spiculation
@@ -234,7 +238,8 @@ def _draw_patients(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     spikes = torch.randn(n, _N_SPIKES, 3, generator=gen, dtype=torch.float64)
     p["spikes"] = spikes / spikes.norm(dim=2, keepdim=True)       # (n, K, 3) unit vectors
     q = torch.randn(n, 3, 3, generator=gen, dtype=torch.float64)
-    q = (q + q.transpose(1, 2)) / 2 - torch.eye(3, dtype=torch.float64) * q.diagonal(0, 1, 2).mean(1)[:, None, None]
+    q = (q + q.transpose(1, 2)) / 2                               # symmetric
+    q = q - torch.eye(3, dtype=torch.float64) * q.diagonal(0, 1, 2).mean(1)[:, None, None]   # traceless
     p["lobes"] = q / torch.linalg.eigvalsh(q).abs().amax(1)[:, None, None]   # traceless, |dir'Q dir| <= 1
     p["site_u"] = torch.rand(n, generator=gen, dtype=torch.float64)
     p["label_u"] = torch.rand(n, generator=gen, dtype=torch.float64)
@@ -332,10 +337,11 @@ class _Grid:
         sub = tuple(int(min(8, max(1, round(s / finest)))) for s in spacing)
         return _Grid(tuple(shape), tuple(spacing), sub)
 
-    def axes(self, device):
-        """Fine-grid sample positions in mm along z, y, x, centred on the field of view."""
+    def axes(self, device, fine: bool = True):
+        """Sample positions in mm along z, y, x (fine grid or voxel centres), centred on the FOV."""
         out = []
         for n, s, k in zip(self.shape, self.spacing, self.sub):
+            k = k if fine else 1
             m = n * k
             out.append((torch.arange(m, device=device, dtype=torch.float32) - (m - 1) / 2) * (s / k))
         return out
@@ -419,8 +425,8 @@ def _lesion_rho(p, z, y, x):
     inv_r = inv_r2.sqrt_()
     spikes = torch.zeros_like(r2)
     for k in range(p["spikes"].shape[1]):
-        u = p["spikes"][:, k]                                      # (n, 3)
-        cos = (u[:, 1, None, None, None] * dy4 + u[:, 2, None, None, None] * dx4) + u[:, 0, None, None, None] * dz4
+        u = p["spikes"][:, k, :, None, None, None]                 # (n, 3, 1, 1, 1) unit vector
+        cos = (u[:, 1] * dy4 + u[:, 2] * dx4) + u[:, 0] * dz4      # (n, 1, H, W) + (n, D, 1, 1)
         cos = cos.mul_(inv_r).clamp_(min=0)
         for _ in range(5):
             cos = cos.square_()
@@ -430,16 +436,25 @@ def _lesion_rho(p, z, y, x):
 
 
 def _render(p, modality, grid: _Grid, lesion_fraction, device):
-    """Clean tissue values on the output grid (after PSF and partial volume), lesion and body masks."""
+    """Clean values on the output grid, the lesion mask and the body mask, (n, D, H, W) each.
+
+    Anatomy, lesion mean and texture go through the scanner's blur and partial volume.
+    The mirror-symmetric necrosis pattern is added afterwards, sampled at voxel centres:
+    blurring would flatten its thin ring more than its thick core and so leak the
+    pattern's sign into skewness, a first-order feature (a deliberate simplification).
+    """
     z, y, x = grid.axes(device)
     img, body = _anatomy(p, TISSUES[modality], z, y, x, _LESION[modality]["texture"])
     rho = _lesion_rho(p, z, y, x)
     if lesion_fraction is not None:
         rho = _fit_lesion_fraction(rho, p, lesion_fraction)
     inside = rho < 1
-    img = torch.where(inside, _lesion_values(p, modality, rho, z, y, x), img)
-    img = _blur(img, p["psf_mm"], grid)
-    return _pool(img, grid), _pool(inside.float(), grid) >= 0.5, _pool(body.float(), grid) >= 0.5
+    img = torch.where(inside, _lesion_values(p, modality, z, y, x), img)
+    img = _pool(_blur(img, p["psf_mm"], grid), grid)
+    if grid.sub != (1, 1, 1):                                      # rho at the output voxel centres
+        rho = _lesion_rho(p, *grid.axes(device, fine=False))
+    img = img + _necrosis_pattern(p, modality, rho)
+    return img, _pool(inside.float(), grid) >= 0.5, _pool(body.float(), grid) >= 0.5
 
 
 def _fit_lesion_fraction(rho, p, fraction):
@@ -453,20 +468,27 @@ def _fit_lesion_fraction(rho, p, fraction):
     return rho / scale[:, None, None, None]
 
 
-def _lesion_values(p, modality, rho, z, y, x):
-    """Lesion intensities (n, D, H, W): mean + mirror-symmetric necrosis pattern + texture."""
+def _col(t):
+    return t[:, None, None, None]                                  # (n,) -> (n, 1, 1, 1)
+
+
+def _lesion_values(p, modality, z, y, x):
+    """Lesion intensities before the pattern (n, D, H, W): mean + heterogeneity texture."""
     les = _LESION[modality]
-    # the pattern fills the inner _CORE of the radius; the rim stays at the lesion mean,
-    # so blurring with the surroundings at the margin is the same for +necrosis and -necrosis
-    u = (rho / _CORE).clamp(max=1) ** 3                           # uniform over the core's volume
-    wave = torch.sin(u * (2 * math.pi))
+    mean = _col(p["host"] + p["contrast"])
     texture = _separable_texture(p["lesion_freq"], p["lesion_phase"], z, y, x)
-    col = lambda name: p[name][:, None, None, None]                # noqa: E731  (n,) -> (n, 1, 1, 1)
-    mean = col("host") + col("contrast")
-    if modality == "pet":   # PET: a multiplicative pattern keeps the activity positive
-        relative = 1 - les["pattern"] * col("necrosis") * wave + les["hetero"] * col("heterogeneity") * texture
-        return mean * relative.clamp(min=0.05)
-    return mean - les["pattern"] * col("necrosis") * wave + les["hetero"] * col("heterogeneity") * texture
+    if modality == "pet":   # PET: relative texture keeps the activity positive
+        return mean * (1 + les["hetero"] * _col(p["heterogeneity"]) * texture).clamp(min=0.05)
+    return mean + les["hetero"] * _col(p["heterogeneity"]) * texture
+
+
+def _necrosis_pattern(p, modality, rho):
+    """-amplitude * necrosis * sin(2 pi u), u = (rho / _CORE)**3: zero outside the core."""
+    u = (rho / _CORE).clamp(max=1) ** 3                           # uniform over the core's volume
+    pattern = _LESION[modality]["pattern"] * _col(p["necrosis"]) * torch.sin(u * (2 * math.pi))
+    if modality == "pet":   # relative to the lesion mean, at most 60 %
+        pattern = pattern * _col(p["host"] + p["contrast"])
+    return -pattern
 
 
 def _blur(img, psf_mm, grid: _Grid):
@@ -724,7 +746,8 @@ def _render_all(p, site, modality, grid: _Grid, lesion_fraction, device, seed, n
         if noise:
             gen = torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + i) % 2 ** 63)
             img = _add_noise(img, part, modality, grid, gen)
-        images[start:start + chunk, 0], masks[start:start + chunk, 0], body[start:start + chunk, 0] = img, m, b
+        rows = slice(start, start + chunk)
+        images[rows, 0], masks[rows, 0], body[rows, 0] = img, m, b
     return images, masks, body
 
 

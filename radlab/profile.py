@@ -37,9 +37,9 @@ _COMMON: dict[str, dict[str, Any]] = {
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "nb00": {"n_show": {"quick": 3, "standard": 4, "full": 8}},   # patients per modality in the tour
     "nb01": {   # training-set sizes of the learning curve, CNN optimiser steps per fit, lesion crop edge
-        "sizes": {"quick": (50, 200), "standard": (50, 100, 200, 400, 800),
+        "sizes": {"quick": (50, 400), "standard": (50, 100, 200, 400, 800),
                   "full": (50, 100, 200, 400, 800, 1600, 3200)},
-        "steps": {"quick": 150, "standard": 300, "full": 1000},
+        "steps": {"quick": 200, "standard": 400, "full": 1500},
         "crop": {"quick": 16, "standard": 16, "full": 32},      # voxels: 16 mm at 1 mm, 0.5 mm (full)
     },
     "nb02": {},
@@ -57,8 +57,35 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
         "epochs": {"quick": 8, "standard": 10, "full": 20},
         "seeds": {"quick": (0,), "standard": (0, 1, 2), "full": (0, 1, 2, 3, 4)},
     },
-    "nb05": {},
-    "nb07": {},
+    "nb05": {   # gradient flow: init gradients, depth sweep, BatchNorm training, U-Net skips
+        "depth": {"quick": 20, "standard": 20, "full": 20},                 # weighted layers
+        "size": {"quick": 16, "standard": 16, "full": 16},                  # volume edge at init
+        "batch": {"quick": 8, "standard": 8, "full": 16},                   # patients per measured batch
+        "seeds": {"quick": (0, 1), "standard": (0, 1, 2), "full": (0, 1, 2, 3, 4)},
+        "sweep_depths": {"quick": (4, 8, 16, 32, 64), "standard": (4, 8, 16, 32, 64), "full": (4, 8, 16, 32, 64)},
+        "sweep_size": {"quick": 12, "standard": 12, "full": 16},
+        "train_archs": {"quick": ("plain", "resnet"), "standard": ("plain", "resnet", "densenet"),
+                        "full": ("plain", "resnet", "densenet")},
+        "train_size": {"quick": 12, "standard": 16, "full": 16},
+        "train_n": {"quick": 32, "standard": 64, "full": 256},
+        "train_epochs": {"quick": 10, "standard": 10, "full": 20},
+        "train_batch": {"quick": 8, "standard": 16, "full": 16},
+        "unet_size": {"quick": 16, "standard": 16, "full": 32},
+        "unet_n": {"quick": 32, "standard": 64, "full": 200},
+        "unet_epochs": {"quick": 24, "standard": 24, "full": 40},
+        "unet_width": {"quick": 4, "standard": 4, "full": 8},
+    },
+    "nb07": {"size": {"quick": 16, "standard": 24, "full": 32},        # segmentation volume edge (voxels)
+             "fractions": {"quick": (0.001, 0.01, 0.1), "standard": (0.001, 0.003, 0.01, 0.03, 0.1),
+                           "full": (0.001, 0.003, 0.01, 0.03, 0.1)},
+             "losses": {"quick": ("bce", "focal", "dice"), "standard": ("bce", "focal", "dice", "dice_bce"),
+                        "full": ("mse", "bce", "focal", "dice", "dice_bce")},
+             "n_train": {"quick": 24, "standard": 48, "full": 96},        # segmentation training patients
+             "n_test": {"quick": 16, "standard": 24, "full": 64},
+             "epochs": {"quick": 10, "standard": 10, "full": 10},         # same steps per patient: see nb07
+             "seeds": {"quick": (0,), "standard": (0, 1, 2), "full": (0, 1, 2, 3, 4)},
+             "cls_pool": {"quick": 400, "standard": 1200, "full": 4000},  # classification patients before thinning
+             "cls_epochs": {"quick": 8, "standard": 10, "full": 15}},
     "nb09": {"n_train": {"quick": 200, "standard": 500, "full": 2000},     # survival phantoms to train on
              "n_test": {"quick": 200, "standard": 400, "full": 1000},      # held-out patients
              "epochs": {"quick": 12, "standard": 20, "full": 40},          # CNN epochs (crops are 1/8 volume)

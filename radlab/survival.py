@@ -128,20 +128,29 @@ def cox_loss(risk: torch.Tensor, time, event, ties: str = "breslow") -> torch.Te
     last = torch.cumsum(size, 0) - 1                          # last index of each tied-time group
     log_sum_risk_set = torch.logcumsumexp(r, 0)[last]         # (G,) log sum_{t_j >= t} exp(risk_j)
 
-    # The events of each group: their count d, their log sum exp, and each one's rank l.
+    # Efron: the l-th of the d events tied at a time (l = 0..d-1) leaves l/d of their hazard out.
     g, r_ev = group[e], r[e]                                  # (E,) group and risk of every event
-    d = torch.zeros_like(size).index_add_(0, g, torch.ones_like(g))
-    shift = torch.zeros(len(size), dtype=r.dtype, device=r.device).scatter_reduce_(
-        0, g, r_ev.detach(), "amax", include_self=False)      # per-group max: a stable log-sum-exp
-    sum_ev = torch.zeros_like(shift).index_add_(0, g, torch.exp(r_ev - shift[g]))
-    log_sum_ev = torch.log(sum_ev.clamp_min(torch.finfo(r.dtype).tiny)) + shift
-    first_event = torch.cumsum(d, 0) - d                      # events before each group
-    rank = torch.arange(len(g), device=r.device) - first_event[g]  # l = 0..d-1 inside a group
-    frac = rank.to(r.dtype) / d[g] if ties == "efron" else torch.zeros_like(r_ev)
-
+    frac = _rank_in_group(g, len(size)).to(r.dtype) if ties == "efron" else torch.zeros_like(r_ev)
+    log_sum_tied = _log_sum_exp_by_group(r_ev, g, len(size))  # (G,) log sum_{events at t} exp(risk)
     # log(S_R - l/d S_D) = log S_R + log(1 - l/d * S_D/S_R); S_D <= S_R, so the log1p is safe.
-    log_denominator = log_sum_risk_set[g] + torch.log1p(-frac * torch.exp(log_sum_ev[g] - log_sum_risk_set[g]))
+    log_denominator = log_sum_risk_set[g] + torch.log1p(-frac * torch.exp(log_sum_tied[g] - log_sum_risk_set[g]))
     return -(r_ev - log_denominator).mean()
+
+
+def _rank_in_group(g: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """l/d for sorted group ids ``g``: l = 0..d-1 numbers the d members of each group."""
+    d = torch.zeros(n_groups, dtype=torch.long, device=g.device).index_add_(0, g, torch.ones_like(g))
+    first = torch.cumsum(d, 0) - d                            # members before each group
+    rank = torch.arange(len(g), device=g.device) - first[g]
+    return rank.double() / d[g]
+
+
+def _log_sum_exp_by_group(x: torch.Tensor, g: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """log sum exp(x) over each group, shifted by the group's max so nothing overflows."""
+    shift = torch.zeros(n_groups, dtype=x.dtype, device=x.device).scatter_reduce_(
+        0, g, x.detach(), "amax", include_self=False)
+    total = torch.zeros_like(shift).index_add_(0, g, torch.exp(x - shift[g]))
+    return torch.log(total.clamp_min(torch.finfo(x.dtype).tiny)) + shift
 
 
 # ---------------------------------------------------------------- concordance

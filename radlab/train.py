@@ -452,6 +452,8 @@ def _check_fit_args(model, epochs, lr, batch_size, weight_decay, clip, patience,
 def _dry_run(model, data, loss_fn, device, channels_last: bool) -> None:
     """One eval-mode forward and loss on two samples, so shape errors name the data, not a conv."""
     x, y = next(iter(batches(data, 2, device)))
+    if not torch.isfinite(x).all():   # tensors were checked whole; a Dataset is checked here
+        raise ValueError("train: expected finite inputs, got NaN or inf in the first batch")
     was_training = model.training
     model.eval()
     try:
@@ -631,4 +633,5 @@ def evaluate(model: nn.Module, data, task: str = "classification", batch_size: i
     out, y = _outputs(model, data, batch_size, device, _is_channels_last(model))
     if task == "survival" and (y.ndim != 2 or y.shape[1] != 2):
         raise ValueError(f"data: survival targets must be (N, 2) [time, event], got {tuple(y.shape)}")
-    return {name: compute_metric(name, out.cpu(), y.cpu()) for name in TASK_METRICS[task]}
+    names = ("accuracy",) if out.ndim == 2 and out.shape[1] > 1 else TASK_METRICS[task]   # multi-class
+    return {name: compute_metric(name, out.cpu(), y.cpu()) for name in names}

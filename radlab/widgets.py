@@ -78,7 +78,8 @@ def _unpack(volume: Any, mask: Any, spacing: Any, modality: str | None):
         spacing = volume.spacing if spacing is None else spacing
         volume = volume.data
     images = _as_batch(volume, "volume").astype(np.float32, copy=False)
-    if not np.isfinite(images).all():
+    lo, hi = images.min(), images.max()                # NaN propagates; no volume-sized temporaries
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("volume: expected finite values, got NaN or inf")
     masks = None
     if mask is not None:
@@ -162,24 +163,14 @@ class VolumeViewer:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure  # no pyplot: nothing leaks into the inline backend
 
+        if not (isinstance(size, (int, float)) and 0.5 <= size <= 20):
+            raise ValueError(f"size: expected the largest view's size in inches, in [0.5, 20], got {size!r}")
+        if not (isinstance(opacity, (int, float)) and 0 <= opacity <= 1):
+            raise ValueError(f"opacity: expected a number in [0, 1], got {opacity!r}")
         self.images, self.masks, self.spacing, self.modality, labels = _unpack(volume, mask, spacing, modality)
-        self.crosshair, self._hold = crosshair, False
-        n, shape = len(self.images), self.images.shape[1:]
-        self.patient = W.Dropdown(options=[(lab, i) for i, lab in enumerate(labels or
-                                  [f"patient {i}" for i in range(n)])], value=0, description="patient",
-                                  layout=W.Layout(display="flex" if n > 1 else "none", width="22em"))
-        presets = ([*WINDOW_PRESETS] if self.modality == "ct" else []) + [PERCENTILE, FULL_RANGE]
-        self.preset = W.Dropdown(options=presets, value=presets[0], description="window")
-        lo, hi = float(self.images.min()), float(self.images.max())
-        if self.modality == "ct":  # room for every preset, whatever this scan contains
-            lo = min(lo, *(w[0] for w in WINDOW_PRESETS.values()))
-            hi = max(hi, *(w[1] for w in WINDOW_PRESETS.values()))
-        self.window = W.FloatRangeSlider(value=(lo, hi), min=lo, max=hi, step=(hi - lo) / 500 or 1.0,
-                                         description="lo..hi", readout_format=".4g", continuous_update=False,
-                                         layout=W.Layout(width="30em"))
-        self.opacity = W.FloatSlider(value=opacity if self.masks is not None else 0.0, min=0, max=1, step=0.05,
-                                     description="mask", layout=W.Layout(
-                                         display="flex" if self.masks is not None else "none"))
+        self.crosshair, self._hold = bool(crosshair), False
+        shape = self.images.shape[1:]
+        self._make_controls(W, labels, opacity)
         extent = {v: (shape[r] * self.spacing[r], shape[c] * self.spacing[c]) for v, (_, r, c) in VIEWS.items()}
         inch_per_mm = size / max(max(e) for e in extent.values())  # one mm scale for all three views
         self.views = {name: self._make_view(W, Figure, FigureCanvasAgg, name, extent[name], inch_per_mm)
@@ -195,6 +186,25 @@ class VolumeViewer:
                               W.HBox([W.VBox([v.widget, v.slider]).add_class(f"radlab-view-{v.name}")
                                       for v in self.views.values()]),
                               self.opacity]).add_class("radlab-viewer")  # CSS hooks for the browser test
+
+    def _make_controls(self, W, labels, opacity) -> None:
+        """Patient menu (batches only), window preset menu and range, mask opacity (with a mask only)."""
+        n = len(self.images)
+        options = [(lab, i) for i, lab in enumerate(labels or [f"patient {i}" for i in range(n)])]
+        self.patient = W.Dropdown(options=options, value=0, description="patient",
+                                  layout=W.Layout(display="flex" if n > 1 else "none", width="27em"))
+        presets = ([*WINDOW_PRESETS] if self.modality == "ct" else []) + [PERCENTILE, FULL_RANGE]
+        self.preset = W.Dropdown(options=presets, value=presets[0], description="window")
+        lo, hi = float(self.images.min()), float(self.images.max())
+        if self.modality == "ct":  # room for every preset, whatever this scan contains
+            lo = min(lo, *(w[0] for w in WINDOW_PRESETS.values()))
+            hi = max(hi, *(w[1] for w in WINDOW_PRESETS.values()))
+        self.window = W.FloatRangeSlider(value=(lo, hi), min=lo, max=hi, step=(hi - lo) / 500 or 1.0,
+                                         description="lo..hi", readout_format=".4g", continuous_update=False,
+                                         layout=W.Layout(width="30em"))
+        has_mask = self.masks is not None
+        self.opacity = W.FloatSlider(value=opacity if has_mask else 0.0, min=0, max=1, step=0.05, description="mask",
+                                     layout=W.Layout(display="flex" if has_mask else "none"))
 
     def _make_view(self, W, Figure, FigureCanvasAgg, name, extent_mm, inch_per_mm) -> View:
         axis, rows, cols = VIEWS[name]
@@ -216,7 +226,7 @@ class VolumeViewer:
                              continuous_update=True, style={"description_width": "1.2em"},
                              layout=W.Layout(width=f"{max(width * 100, 170):.0f}px"))
         return View(name, fig, ax, image, overlay, hline, vline,
-                    W.Image(format="png", layout=W.Layout(object_fit="contain")), slider)
+                    W.Image(format="png"), slider)
 
     # -- programmatic API
     def set_slice(self, axis, index: int) -> None:
@@ -306,11 +316,12 @@ class VolumeViewer:
     # -- display
     def figure(self):
         """A static matplotlib Figure of the three current slices (no widgets needed)."""
-        from matplotlib.figure import Figure
+        import matplotlib.pyplot as plt
 
         widths = [self.views[n].figure.get_figwidth() for n in VIEWS]
         height = max(self.views[n].figure.get_figheight() for n in VIEWS)
-        fig = Figure(figsize=(sum(widths) + 0.4, height), facecolor="black")
+        fig = plt.figure(figsize=(sum(widths) + 0.4, height), facecolor="black")
+        plt.close(fig)  # returned, not auto-shown: a notebook displays it once
         axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": widths})
         for ax, name in zip(axes, VIEWS):
             view, (image, mask) = self.views[name], self._slices(name)

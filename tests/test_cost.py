@@ -171,7 +171,7 @@ def test_activation_memory_scales_with_depth():
 def test_measure_runs_and_reports():
     rep = cost.profile(NETS["resnet2d"][0], (2, 1, 16, 16))
     m = rep.measure(steps=2)
-    assert m["step_s"] > 0 and m["estimate_MiB"] > 0
+    assert m["step_s"] > 0 and m["estimate_MiB"] == rep.activation_bytes / 2 ** 20
     assert math.isnan(m["peak_extra_MiB"])   # CPU: no allocator statistics
 
 
@@ -280,3 +280,25 @@ BAD = [
 def test_bad_input_raises_clear_errors(call, error, word):
     with pytest.raises(error, match=word):
         call()
+
+
+# ----------------------------------------------------------------------------- notebook 03's experiment functions
+def test_volumetric_experiments_reproduce_the_chapter_numbers():
+    from radlab.experiments import volumetric as V
+    assert list(V.macs_per_output(slices=5, size=8)["MACs per output"]) == [9, 45, 27]
+    rule = V.memory_rule(size=16)
+    assert rule["ratio"].iloc[0] == 16 and 8 <= rule["ratio"].iloc[1] <= 16
+    rf = V.receptive_fields((5.0, 0.7, 0.7), (6, 46, 46)).set_index("configuration")
+    assert rf["first layer RF mm"].iloc[0] == (15.0, 2.1, 2.1)
+    assert rf["RF z / x"].iloc[0] > 7 and 0.8 <= rf["RF z / x"].iloc[1] <= 1.25 and rf["RF z / x"].iloc[2] == 1
+    assert V.inplane_blocks((5.0, 0.7, 0.7), depth=3) == 2 and V.inplane_blocks((1, 1, 1), depth=3) == 0
+
+
+def test_volumetric_cost_table_and_live_panel_function():
+    from radlab.experiments import volumetric as V
+    t = V.cost_table((16, 32), measure_up_to=16, steps=1).table()
+    assert t["step s"].notna().sum() == 3 and t["step s"].isna().sum() == 3
+    live = V.live_costs(size=64, depth=2, width=4, slices=3).table()
+    assert list(live["network"]) == ["2d", "2.5d", "3d"] and (live["GMACs"] > 0).all()
+    gpus = V.gpu_table(sizes=(32,), gpus=("T4", "H100-80"))
+    assert (gpus["H100-80"] > gpus["T4"]).all()

@@ -92,3 +92,31 @@ def test_weight_sharing_costs():
 def test_bad_input(call, error, word):
     with pytest.raises(error, match=word):
         call()
+
+
+# ----------------------------------------------------------------------------- notebook 04's experiment functions
+def test_symmetry_measurements():
+    from radlab.experiments import symmetry as S
+    x = torch.randn(2, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    t = S.translation_equivariance(x).set_index(["network", "shift"])
+    assert t.loc["circular padding", "error"].max() < 1e-6
+    assert t.loc["zero padding", "error away from border"].max() < 1e-6 < t.loc["zero padding", "error"].min()
+    assert t.loc[("circular padding, stride 2", "(3, 5)"), "error"] > 0.1
+    r = S.rotation_equivariance(x)
+    assert r["p4 group CNN"].max() < 1e-5 and r["plain CNN"].min() > 0.1
+    p = S.pooling_invariance(x).set_index("padding")
+    assert p.loc["circular", "pooled error"] < 1e-5
+
+
+def test_augmentation_and_crops():
+    from radlab.experiments import symmetry as S
+    torch.manual_seed(0)
+    x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(64, 1, 1, 1)
+    turned = S.random_rot90(x)
+    # every output is one of the four turns of its input, and all four occur
+    kinds = {next(k for k in range(4) if torch.equal(t, torch.rot90(x[0], k, (-2, -1)))) for t in turned}
+    assert kinds == {0, 1, 2, 3}
+    from radlab.phantoms import make_phantoms
+    ph = make_phantoms(3, size=16, seed=0)
+    crops = S.lesion_crops(ph, 8)
+    assert crops.shape == (3, 1, 8, 8)

@@ -5,6 +5,7 @@ implementations differ only in the order of floating-point operations); gradchec
 runs in float64 with torch's defaults (eps 1e-6, atol 1e-5, rtol 1e-3).
 """
 import monai.losses
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -202,3 +203,141 @@ def test_bad_input_is_named(call, error, words):
 def test_bool_and_integer_targets_are_accepted():
     torch.testing.assert_close(L.dice_loss(X, Y.bool()), L.dice_loss(X, Y), rtol=0, atol=0)
     torch.testing.assert_close(L.bce_loss(X, Y.long()), L.bce_loss(X, Y), rtol=0, atol=0)
+
+
+# --- rl.experiments.losses -------------------------------------------------------------------
+
+from radlab.experiments import losses as E  # noqa: E402
+
+
+def test_loss_curves_match_closed_forms():
+    curves = E.loss_curves(gamma=2.0, alpha=None, lesion_fraction=0.01, size=16, context=1.0, n_points=19)
+    p = curves.p
+    for y in (0, 1):
+        np.testing.assert_allclose(curves.grad[("bce", y)], p - y, rtol=1e-9, atol=1e-12)   # dBCE/dx = p − y
+        np.testing.assert_allclose(curves.grad[("mse", y)], 2 * (p - y) * p * (1 - p), rtol=1e-9, atol=1e-12)
+        p_t = p if y else 1 - p
+        np.testing.assert_allclose(curves.loss[("focal", y)], -(1 - p_t) ** 2 * np.log(p_t), rtol=1e-9)
+    # Dice, scanned lesion voxel, every other voxel exactly right (context=1): L = 1 − (2I + s) / (P + G + s)
+    n, s = 16 ** 3, 1.0
+    G = round(0.01 * n)
+    P = I = (G - 1) + p
+    dL_dp = -(2 * (P + G + s) - (2 * I + s)) / (P + G + s) ** 2
+    np.testing.assert_allclose(curves.grad[("dice", 1)], n * dL_dp * p * (1 - p), rtol=1e-6)
+
+
+def test_loss_curves_table_and_plot():
+    curves = E.loss_curves(size=8, n_points=9)
+    table = curves.table()
+    assert table.shape == (8, 5) and np.isfinite(table.to_numpy()).all()
+    assert len(curves.curves()) == 8 * 9
+    fig = curves.plot()
+    assert len(fig.axes) == 4
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_optimal_probability_closed_forms():
+    opt = E.optimal_probability(gamma=2.0, alpha=None, pos_weight=4.0, grid=2001)
+    q, step = opt.q, 1 / 2000
+    np.testing.assert_allclose(opt.p_star["bce"], q, atol=step)
+    np.testing.assert_allclose(opt.p_star["mse"], q, atol=step)
+    np.testing.assert_allclose(opt.p_star["weighted_bce (w=4)"], 4 * q / (4 * q + 1 - q), atol=step)
+    focal = opt.p_star["focal (γ=2, α=None)"]
+    assert (np.abs(focal - 0.5) <= np.abs(q - 0.5) + step).all()   # pulled towards 0.5, never away
+
+
+def test_expected_calibration_error_against_a_loop():
+    g = torch.Generator().manual_seed(3)
+    prob = torch.rand(500, generator=g)
+    y = (torch.rand(500, generator=g) < prob).float()
+    expected = 0.0
+    for b in range(10):
+        inside = (prob >= b / 10) & (prob < (b + 1) / 10) if b < 9 else prob >= 0.9
+        if inside.any():
+            expected += inside.sum().item() / 500 * abs(y[inside].mean().item() - prob[inside].mean().item())
+    assert E.expected_calibration_error(prob, y) == pytest.approx(expected, abs=1e-12)
+    assert E.expected_calibration_error(torch.full((10,), 0.5), torch.zeros(10)) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="prob and y"):
+        E.expected_calibration_error(prob, y[:3])
+
+
+def test_segmentation_scores_on_a_hand_made_case():
+    mask = torch.zeros(2, 1, 4, 4, 4, dtype=torch.bool)
+    mask[:, 0, 0, 0, :2] = True                      # 2 lesion voxels per patient
+    prob = torch.zeros(2, 1, 4, 4, 4)
+    prob[0, 0, 0, 0, :2] = 0.9                       # patient 0: perfect
+    prob[1, 0, 0, 0, 0] = 0.9                        # patient 1: one hit, one false positive
+    prob[1, 0, 3, 3, 3] = 0.9
+    scores = E.segmentation_scores(prob, mask, spacing=(2.0, 1.0, 1.0))
+    assert scores["dice"] == pytest.approx((1.0 + 0.5) / 2)
+    assert scores["sensitivity"] == pytest.approx(3 / 4)
+    assert scores["fp_volume_mm3"] == pytest.approx((0 + 1) / 2 * 2.0)
+    assert 0 <= scores["ece"] <= 1
+
+
+def test_lesion_patches_are_centred_on_the_lesion():
+    ph = rl.phantoms.make_phantoms(4, size=16, seed=0)
+    patches = E.lesion_patches(ph, 8)
+    assert patches.shape == (4, 1, 8, 8, 8)
+    for i in range(4):
+        centre = ph.masks[i, 0].nonzero().float().mean(0).round().long()
+        lo = torch.minimum((centre - 4).clamp(min=0), torch.tensor([8, 8, 8]))
+        z, y_, x = lo.tolist()
+        assert torch.equal(patches[i], ph.inputs[i][:, z:z + 8, y_:y_ + 8, x:x + 8])
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda: E.loss_curves(lesion_fraction=0.0), ValueError, ["lesion_fraction", "(0, 1)"]),
+    (lambda: E.loss_curves(losses=("hinge",)), ValueError, ["losses", "hinge"]),
+    (lambda: E.loss_curves(size=1), ValueError, ["size", ">= 2"]),
+    (lambda: E.imbalance_sweep(losses=("hinge",)), ValueError, ["losses", "hinge"]),
+    (lambda: E.imbalance_sweep(fractions=(1.5,)), ValueError, ["fractions", "1.5"]),
+    (lambda: E.classification_imbalance(prevalence=0), ValueError, ["prevalence", "(0, 1)"]),
+    (lambda: E.classification_imbalance(losses=("dice",)), ValueError, ["losses", "dice"]),
+])
+def test_experiment_bad_input(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in {info.value}"
+
+
+@pytest.mark.slow
+def test_imbalance_sweep_runs_and_reports_every_metric():
+    sweep = E.imbalance_sweep(fractions=(0.01,), losses=("bce", "dice"), size=16, n_train=4, n_test=2, epochs=1,
+                              batch_size=2)
+    table = sweep.table()
+    assert list(table.loss) == ["bce", "dice"] and set(table.columns) >= {"dice", "sensitivity", "fp_volume_mm3", "ece"}
+    assert ((table[["dice", "sensitivity", "ece"]] >= 0) & (table[["dice", "sensitivity", "ece"]] <= 1)).all().all()
+    assert len(sweep.get(0.01, "dice", "dice")) == 1
+    import matplotlib.pyplot as plt
+    plt.close(sweep.plot())
+
+
+@pytest.mark.slow
+def test_classification_imbalance_runs_and_thins_positives():
+    result = E.classification_imbalance(prevalence=0.2, n_pool=120, n_test_pool=120, size=16, patch=8, epochs=1)
+    table = result.table()
+    assert list(table.loss) == ["bce", "weighted_bce", "focal"]
+    assert 0.05 < table.prevalence.iloc[0] < 0.4                   # thinned from about 0.5
+    assert ((table.auc >= 0) & (table.auc <= 1)).all() and (table.ece >= 0).all()
+    import matplotlib.pyplot as plt
+    plt.close(result.plot())
+
+
+# --- exercises ---------------------------------------------------------------------------------
+
+def test_nb07_exercises_pass_the_reference_reject_starters_and_known_mistakes():
+    from radlab.exercises import exercises_in
+    from radlab.exercises import nb07 as ex
+    for q in exercises_in(ex):
+        if q.kind == "thought":
+            continue
+        good, wrongs = q.examples()
+        assert q.check(good), q.name
+        assert not q.check(...) and "not attempted" in q.last_message
+        for wrong, message in wrongs:
+            assert not q.check(wrong), (q.name, message)
+            assert message in q.last_message
+    assert ex.q1.check(ex._solution_dice)                          # the shown solution passes too

@@ -188,3 +188,17 @@ def test_all_notebooks_follow_the_conventions():
     proc = subprocess.run([sys.executable, "-m", "radlab.notebooks", "check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_command_line_new_check_and_strip(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    assert rnb.main(["new", "42_demo"]) == 0
+    assert rnb.main(["check"]) == 0                                  # the skeleton follows the conventions
+    with pytest.raises(FileExistsError, match="already exists"):
+        rnb.main(["new", "42_demo"])
+    nb = nbformat.read("notebooks/42_demo.ipynb", as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="x\n")]
+    nbformat.write(nb, "notebooks/42_demo.ipynb")
+    assert rnb.main(["check"]) == 1 and "strip" in capsys.readouterr().out
+    assert rnb.main(["strip"]) == 0 and rnb.main(["check"]) == 0

@@ -116,7 +116,7 @@ def test_labels_follow_p_true(many):
 def test_bayes_auc_is_hard_but_not_hopeless(many):
     from sklearn.metrics import roc_auc_score
     for share in (0.0, 0.5, 1.0):
-        ph = make_phantoms(3000, size=8, seed=8, pattern_share=share)
+        ph = make_phantoms(2000, size=8, seed=8, pattern_share=share)
         auc = roc_auc_score(ph.labels.numpy(), ph.p_true.numpy())
         assert 0.85 < auc < 0.96, (share, auc)
 
@@ -176,7 +176,12 @@ def test_thick_slices_average_the_isotropic_patient():
     iso = make_phantoms(3, size=(35, 32, 32), spacing=(1.0, 1.0, 1.0), **kw)
     thick = make_phantoms(3, size=(7, 32, 32), spacing=(5.0, 1.0, 1.0), **kw)
     slabs = iso.images.view(3, 1, 7, 5, 32, 32).mean(3)          # (N, 1, 7, H, W) 5 mm slabs
-    assert (slabs - thick.images).abs().max().item() < 0.5         # HU
+    # the necrosis pattern is sampled at voxel centres (not averaged): compare around the lesions
+    lesion = thick.masks | iso.masks.view(3, 1, 7, 5, 32, 32).any(3)
+    near = torch.nn.functional.max_pool3d(lesion.float(), (1, 3, 3), 1, (0, 1, 1)) > 0
+    assert (slabs - thick.images)[~near].abs().max().item() < 0.5  # HU
+    inside = [(slabs[i][thick.masks[i]] - thick.images[i][thick.masks[i]]).mean().abs() for i in range(3)]
+    assert max(inside).item() < 15
     assert torch.equal(iso.labels, thick.labels) and torch.equal(iso.p_true, thick.p_true)
     # partial volume: thick slices hold intermediate values where the lesion edge crosses
     assert thick.images.std() < iso.images.std()
@@ -288,5 +293,6 @@ def test_first_order_features_miss_the_pattern():
     auc = roc_auc_score(ph.labels.numpy(), prob)
     bayes = roc_auc_score(ph.labels.numpy(), ph.p_true.numpy())
     assert 0.62 < auc < bayes - 0.08, (auc, bayes)
-    necrosis_corr = [abs(np.corrcoef(np.array(feats)[:, j], ph.lesion["necrosis"].numpy())[0, 1]) for j in range(5)]
+    necrosis = ph.lesion["necrosis"].numpy()
+    necrosis_corr = [abs(np.corrcoef(np.array(feats)[:, j], necrosis)[0, 1]) for j in range(5)]
     assert max(necrosis_corr) < 0.25, necrosis_corr

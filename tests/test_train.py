@@ -234,6 +234,18 @@ def test_predict_and_evaluate_match_scikit_learn():
     assert scores["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-6)
 
 
+def test_multiclass_cross_entropy_and_accuracy():
+    x, y = separable(24)
+    labels = (y + (x.mean((1, 2, 3, 4)) > 1.2).float()).long()    # three classes: 0, 1, 2
+    torch.manual_seed(0)
+    model = M.CNN3D(width=4, depth=2, num_classes=3)
+    T.fit(model, (x, labels), loss="cross_entropy", epochs=2, lr=1e-2, batch_size=8, progress=False)
+    scores = T.evaluate(model, (x, labels))
+    expected = (T.predict(model, x).argmax(1) == labels).float().mean().item()
+    assert set(scores) == {"accuracy"} and scores["accuracy"] == pytest.approx(expected)
+    assert torch.allclose(T.predict(model, x, proba=True).sum(1), torch.ones(24))
+
+
 def test_evaluate_segmentation_dice_is_per_sample_f1():
     from sklearn.metrics import f1_score
     masks = (torch.rand(4, 1, 6, 6, 6, generator=torch.Generator().manual_seed(0)) > 0.7).float()
@@ -285,6 +297,7 @@ GOOD = dict(train=(X, Y), loss="bce", epochs=1, lr=1e-3, batch_size=4)
     (dict(train=(X_NAN, Y)), ValueError, "train: expected finite inputs, got NaN"),
     (dict(train=(X, Y_INF)), ValueError, "train: expected finite targets"),
     (dict(val=(X_NAN, Y)), ValueError, "val: expected finite inputs"),
+    (dict(train=torch.utils.data.TensorDataset(X_NAN, Y)), ValueError, "train: expected finite inputs"),
     (dict(train="phantoms"), TypeError, "train: expected a PhantomSet"),
     (dict(train=(X, torch.zeros(8, 3))), ValueError, "train: the model and loss cannot take"),
     (dict(loss="hinge"), ValueError, "loss: expected a callable or one of"),

@@ -109,6 +109,8 @@ def test_viewer_takes_an_io_volume():
     (dict(volume=torch.full((4, 4, 4), float("nan"))), ValueError, "volume: expected finite"),
     (dict(volume=torch.zeros(4, 4, 4), mask=torch.zeros(4, 4, 5)), ValueError, "mask: expected the volume's shape"),
     (dict(volume=torch.zeros(4, 4, 4), spacing=(1, 0, 1)), ValueError, "spacing: expected three positive"),
+    (dict(volume=torch.zeros(4, 4, 4), opacity=2), ValueError, r"opacity: expected a number in \[0, 1\]"),
+    (dict(volume=torch.zeros(4, 4, 4), size=0), ValueError, "size: expected the largest view's size"),
 ])
 def test_viewer_rejects_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -57,8 +57,13 @@ class LossCurves:
     grad: dict[tuple[str, int], np.ndarray]    # (loss name, label y) -> n · ∂L/∂x
     settings: dict
 
-    def table(self) -> pd.DataFrame:
-        """Long format: one row per loss, label and probability."""
+    def table(self, at: Sequence[float] = (0.01, 0.1, 0.5, 0.9, 0.99)) -> pd.DataFrame:
+        """Gradient n·∂L/∂x per loss (rows) and voxel label, at a few probabilities p (columns)."""
+        rows = {f"{name}, y={y}": {f"p={p:g}": self.at(name, y, p)[1] for p in at} for name, y in self.loss}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def curves(self) -> pd.DataFrame:
+        """Long format: one row per loss, label and probability, with the loss and the gradient."""
         return pd.DataFrame([dict(loss=name, y=y, p=p, value=v, grad=g)
                              for (name, y), values in self.loss.items()
                              for p, v, g in zip(self.p, values, self.grad[(name, y)])])
@@ -329,3 +334,114 @@ def imbalance_sweep(fractions: Sequence[float] = (0.001, 0.01, 0.1),
                 if progress is not None:
                     progress(len(rows), total)
     return ImbalanceSweep(pd.DataFrame(rows))
+
+
+# --------------------------------------------------------------------------- (c) classification with rare positives
+
+@dataclasses.dataclass
+class ClassificationImbalance:
+    """One row per loss and seed: AUC, ECE, Brier, mean prediction, and error against the true probability."""
+
+    rows: pd.DataFrame
+    curves: dict = dataclasses.field(default_factory=dict, repr=False)   # loss -> (p_hat, q_true) of seed 0
+
+    def table(self) -> pd.DataFrame:
+        """Mean over seeds, one row per loss."""
+        return self.rows.drop(columns="seed").groupby("loss", sort=False).mean().reset_index()
+
+    def get(self, loss: str, metric: str) -> np.ndarray:
+        rows = self.rows[self.rows.loss == loss]
+        if rows.empty:
+            raise KeyError(f"no rows for loss={loss!r}")
+        return rows[metric].to_numpy()
+
+    def plot(self):
+        """Left: predicted against true probability per test patient. Right: AUC and ECE per loss."""
+        import matplotlib.pyplot as plt
+        fig, (ax, bar) = plt.subplots(1, 2, figsize=(10, 3.8))
+        ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":")
+        for name, (p_hat, q) in self.curves.items():
+            ax.scatter(q, p_hat, s=6, alpha=0.6, label=name, color=COLORS.get(name))
+        ax.set(xlabel="true probability q (known for phantoms)", ylabel="predicted probability",
+               title="calibration against the truth")
+        ax.legend(fontsize=8)
+        table = self.table()
+        x = np.arange(len(table))
+        bar.bar(x - 0.2, table.auc, 0.4, label="AUC")
+        bar.bar(x + 0.2, table.ece, 0.4, label="ECE")
+        bar.set_xticks(x, table.loss)
+        bar.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+def _rare_positives(ph, prevalence: float, generator: torch.Generator):
+    """Keep every negative and each positive with probability r, so that about ``prevalence`` are positive.
+
+    Returns the subset and its true probability q' = r·q / (r·q + 1 − q) (Bayes' rule:
+    the selection depends on the label only).
+    """
+    base = ph.labels.float().mean().item()
+    r = min(1.0, prevalence / (1 - prevalence) * (1 - base) / base)   # keep rate of positives
+    keep = (ph.labels == 0) | (torch.rand(len(ph), generator=generator) < r)
+    q = ph.p_true[keep].double()
+    return ph[keep], (r * q / (r * q + 1 - q)).float()
+
+
+def lesion_patches(ph, edge: int) -> torch.Tensor:
+    """(N, 1, edge, edge, edge) crops of ``ph.inputs`` centred on each lesion's centroid (its ROI, as in radiomics)."""
+    size = torch.tensor(ph.inputs.shape[2:])
+    patches = []
+    for image, mask in zip(ph.inputs, ph.masks):                     # (1, D, H, W) each
+        centre = mask[0].nonzero().float().mean(0).round().long().cpu()   # (z, y, x)
+        lo = (centre - edge // 2).clamp(min=0)
+        lo = torch.minimum(lo, size - edge)                          # stay inside the volume
+        z, y, x = lo.tolist()
+        patches.append(image[:, z:z + edge, y:y + edge, x:x + edge])
+    return torch.stack(patches)
+
+
+def classification_imbalance(losses: Sequence[str] = ("bce", "weighted_bce", "focal"), *,
+                             prevalence: float = 0.1, n_pool: int = 500, n_test_pool: int = 500,
+                             size: int = 24, patch: int = 12, epochs: int = 8, batch_size: int = 32, lr: float = 1e-2,
+                             modality: str = "ct", pattern_share: float = 0.0, seeds: Sequence[int] = (0,), device="cpu",
+                             progress=None) -> ClassificationImbalance:
+    """Train a small 3D CNN with BCE, weighted BCE (w = n_neg / n_pos) and focal loss on rare positives.
+
+    The CNN sees a ``patch``³ crop centred on the lesion (its region of interest).
+    From ``n_pool`` phantom patients (about half positive) we keep all negatives and
+    enough positives for ``prevalence``; the test set is thinned the same way, so its
+    true probabilities q' are known exactly and calibration is measured against them.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from .. import models, phantoms, train
+    prevalence = _check_unit(prevalence, "prevalence", open_interval=True)
+    unknown = [name for name in losses if name not in ("bce", "weighted_bce", "focal")]
+    if unknown:
+        raise ValueError(f"losses: expected names from ('bce', 'weighted_bce', 'focal'), got {unknown}")
+    rows, curves, total = [], {}, len(seeds) * len(losses)
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        kw = dict(size=size, modality=modality, task="classification", pattern_share=pattern_share, device=device)
+        train_set, _ = _rare_positives(phantoms.make_phantoms(n_pool, seed=100 + seed, **kw), prevalence, g)
+        test_set, q_test = _rare_positives(phantoms.make_phantoms(n_test_pool, seed=20_000, **kw), prevalence, g)
+        x_train, x_test = lesion_patches(train_set, patch), lesion_patches(test_set, patch)   # (N, 1, p, p, p)
+        y, n_pos = test_set.labels.float().cpu(), train_set.labels.sum().item()
+        loss_fns = {"bce": L.bce_loss, "focal": L.focal_loss,
+                    "weighted_bce": lambda x, t, w=(len(train_set) - n_pos) / n_pos: L.bce_loss(x, t, pos_weight=w)}
+        for name in losses:
+            torch.manual_seed(seed)                                  # same initial weights for every loss
+            net = models.CNN3D().to(device)
+            train.fit(net, (x_train, train_set.labels.float()), loss=loss_fns[name], epochs=epochs, lr=lr,
+                      batch_size=batch_size, progress=False, seed=seed)
+            p_hat = train.predict(net, x_test, proba=True).double()   # (N,)
+            rows.append(dict(seed=seed, loss=name, auc=roc_auc_score(y.numpy(), p_hat.numpy()),
+                             ece=expected_calibration_error(p_hat, y), brier=((p_hat - y) ** 2).mean().item(),
+                             mean_p=p_hat.mean().item(), prevalence=y.mean().item(),
+                             error_vs_truth=(p_hat - q_test.cpu()).abs().mean().item()))
+            if seed == seeds[0]:
+                curves[name] = (p_hat.numpy(), q_test.cpu().numpy())
+            if progress is not None:
+                progress(len(rows), total)
+    return ClassificationImbalance(pd.DataFrame(rows), curves)

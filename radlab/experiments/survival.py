@@ -170,11 +170,48 @@ class SurvivalResult:
 
 
 def _check_pipelines(pipelines) -> tuple[str, ...]:
-    chosen = PIPELINES if pipelines in (None, "all") else (pipelines,) if isinstance(pipelines, str) else tuple(pipelines)
+    if pipelines in (None, "all"):
+        return PIPELINES
+    chosen = (pipelines,) if isinstance(pipelines, str) else tuple(pipelines)
     unknown = [p for p in chosen if p not in PIPELINES]
     if unknown:
         raise ValueError(f"pipelines: expected names from {PIPELINES} or 'all', got {unknown}")
     return chosen
+
+
+def fit_pipelines(tr, te, chosen: Sequence[str], *, ties: str, l2: float, tick: Callable = lambda: None,
+                  **cnn_kw) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fit each chosen pipeline on PhantomSet ``tr``; {name: (risk on tr, risk on te)}."""
+    from .. import classical, train as T
+    train = (tr.time.numpy().astype(float), tr.event.numpy())
+    clinical = [p.clinical[list(CLINICAL)].to_numpy(float) for p in (tr, te)]
+    fits = {}
+    if "clinical" in chosen:
+        fits["clinical"] = _ridge_cox(*clinical, train, l2, ties)
+        tick()
+    if "features" in chosen:
+        phi = [classical.extract_features(p.images, p.masks, p.spacing) for p in (tr, te)]
+        fits["features"] = _ridge_cox(*phi, train, l2, ties)
+        tick()
+    if {"deep features", "end-to-end CNN", "fused"} & set(chosen):
+        edge = tr.images.shape[-1] // 2
+        x = [cnn_inputs(p, edge) for p in (tr, te)]                           # (N, 2, e, e, e)
+    if "deep features" in chosen:
+        # A CNN trained for the diagnosis (benign/malignant) label, then frozen: deep features.
+        cnn = _train_cnn(x[0], tr.labels.float(), "bce", **cnn_kw)
+        fits["deep features"] = _ridge_cox(*[classical.deep_features(cnn, xi) for xi in x], train, l2, ties)
+        tick()
+    if {"end-to-end CNN", "fused"} & set(chosen):
+        cnn = _train_cnn(x[0], tr.targets, _cox_batch_loss(ties), **cnn_kw)    # trained on the outcome
+        cnn_risk = [T.predict(cnn, xi).double().numpy() for xi in x]
+        if "end-to-end CNN" in chosen:
+            fits["end-to-end CNN"] = tuple(cnn_risk)
+            tick()
+        if "fused" in chosen:
+            fused = [np.column_stack([r, c]) for r, c in zip(cnn_risk, clinical)]  # (N, 1 + 2)
+            fits["fused"] = _ridge_cox(*fused, train, l2, ties)
+            tick()
+    return fits
 
 
 def run_pipelines(n_train: int = 200, n_test: int = 200, *, size: int = 32, censoring: float = 0.3,
@@ -187,7 +224,7 @@ def run_pipelines(n_train: int = 200, n_test: int = 200, *, size: int = 32, cens
     ``ties``: how the Cox loss and the Cox fits treat tied times. ``l2``: ridge penalty of
     the Cox fits on standardised columns. Notebook 09, "Three pipelines".
     """
-    from .. import classical, phantoms
+    from .. import phantoms
     chosen = _check_pipelines(pipelines)
     if ties not in S.TIES:
         raise ValueError(f"ties: expected one of {S.TIES}, got {ties!r}")
@@ -195,51 +232,28 @@ def run_pipelines(n_train: int = 200, n_test: int = 200, *, size: int = 32, cens
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 20:
             raise ValueError(f"{name}: expected an int >= 20, got {value!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    steps = ["data", *chosen]
-    tick = (lambda i: progress(i, len(steps))) if progress else (lambda i: None)
+    done = [0]
+
+    def tick():
+        done[0] += 1
+        if progress:
+            progress(done[0], len(chosen) + 1)
 
     ph = phantoms.make_phantoms(n_train + n_test, size=size, task="survival", censoring=censoring,
-                                pattern_share=pattern_share, seed=seed)
+                                pattern_share=pattern_share, seed=seed, device=device).to("cpu")
     tr, te = ph[np.arange(n_train)], ph[np.arange(n_train, n_train + n_test)]
-    train = (tr.time.numpy().astype(float), tr.event.numpy())
-    test = (te.time.numpy().astype(float), te.event.numpy())
-    tick(1)
+    tick()
+    fits = fit_pipelines(tr, te, chosen, ties=ties, l2=l2, tick=tick, epochs=epochs, batch_size=batch_size,
+                         lr=lr, seed=seed, device=device)
+    fits["oracle"] = (tr.risk.double().numpy(), te.risk.double().numpy())   # the truth: the ceiling
 
-    fits: dict[str, tuple[np.ndarray, np.ndarray]] = {}     # name -> (risk_train, risk_test)
-    cnn_kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
-    x_train, x_test = cnn_inputs(tr, size // 2), cnn_inputs(te, size // 2)   # (N, 2, e, e, e)
-    if "clinical" in chosen:
-        fits["clinical"] = _ridge_cox(tr.clinical[list(CLINICAL)], te.clinical[list(CLINICAL)], train, l2, ties)
-        tick(len(fits) + 1)
-    if "features" in chosen:
-        phi = [classical.extract_features(p.images, p.masks, p.spacing) for p in (tr, te)]
-        fits["features"] = _ridge_cox(*phi, train, l2, ties)
-        tick(len(fits) + 1)
-    if "deep features" in chosen:
-        # A CNN trained for the diagnosis (benign/malignant) label, then frozen: deep features.
-        cnn = _train_cnn(x_train, tr.labels.float(), "bce", **cnn_kw)
-        phi = [classical.deep_features(cnn, x) for x in (x_train, x_test)]
-        fits["deep features"] = _ridge_cox(*phi, train, l2, ties)
-        tick(len(fits) + 1)
-    if "end-to-end CNN" in chosen or "fused" in chosen:
-        from .. import train as T
-        cnn = _train_cnn(x_train, tr.targets, _cox_batch_loss(ties), **cnn_kw)
-        cnn_risk = [T.predict(cnn, x).double().numpy() for x in (x_train, x_test)]
-        if "end-to-end CNN" in chosen:
-            fits["end-to-end CNN"] = tuple(cnn_risk)
-            tick(len(fits) + 1)
-        if "fused" in chosen:
-            fused = [np.column_stack([r, p.clinical[list(CLINICAL)].to_numpy(float)]) for r, p in zip(cnn_risk, (tr, te))]
-            fits["fused"] = _ridge_cox(*fused, train, l2, ties)
-            tick(len(fits) + 1)
-    fits["oracle"] = (tr.risk.double().numpy(), te.risk.double().numpy())
-
+    train, test = [(p.time.numpy().astype(float), p.event.numpy()) for p in (tr, te)]
     metrics = pd.DataFrame({name: score_risk(*risks, train, test) for name, risks in fits.items()}).T
     metrics.index.name = "pipeline"
     settings = dict(n_train=n_train, n_test=n_test, size=size, censoring=censoring, pattern_share=pattern_share,
                     ties=ties, epochs=epochs, batch_size=batch_size, lr=lr, l2=l2, seed=seed,
                     censored_test=float(1 - test[1].mean()))
-    return SurvivalResult(metrics, {k: v[1] for k, v in fits.items()}, test[0], test[1], settings)
+    return SurvivalResult(metrics, {k: v[1] for k, v in fits.items()}, *test, settings)
 
 
 # ---------------------------------------------------------------- pictures for the notebook

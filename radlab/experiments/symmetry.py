@@ -198,10 +198,12 @@ class RotationResult:
         axes[0].barh(y - 0.2, t["auc_rotated"], 0.4, label="rotated test (90/180/270°)")
         axes[0].axvline(0.5, color="k", lw=0.8, ls=":")
         axes[0].set(yticks=y, yticklabels=t["model"], xlim=(0.4, 1), xlabel="test AUC (mean over seeds)")
-        axes[0].legend(fontsize=8)
-        axes[1].barh(y, t["mean_abs_dp"], color="tab:red")
-        axes[1].set(yticks=y, yticklabels=[], xscale="symlog", xlabel="mean |p(rot x) − p(x)|")
-        axes[1].set_xlim(0, max(1e-3, float(t["mean_abs_dp"].max()) * 2))
+        axes[0].legend(fontsize=8, loc="lower right")
+        dp = t["mean_abs_dp"].clip(lower=1e-10)            # log axis: show exact zeros at 1e-10
+        axes[1].barh(y, dp, color="tab:red", left=1e-10)
+        for yi, v in zip(y, t["mean_abs_dp"]):
+            axes[1].text(max(v, 1e-10) * 1.5, yi, f"{v:.1e}", va="center", fontsize=8)
+        axes[1].set(yticks=y, yticklabels=[], xscale="log", xlim=(1e-10, 1), xlabel="mean |p(rot x) − p(x)| (log)")
         fig.tight_layout()
         return fig
 

@@ -235,7 +235,7 @@ class AnisotropyResult:
                      color="tab:blue", alpha=0.7)
         axes[0].axvline(0.5, color="k", lw=0.8, ls=":")
         axes[0].set(yticks=y, yticklabels=t["configuration"], xlabel="test AUC (bar: mean, line: seed range)",
-                    xlim=(0.4, 1.0))
+                    xlim=(0.0, 1.0))
         axes[1].barh(y, t["GMACs"], color="tab:gray")
         axes[1].set(yticks=y, yticklabels=[], xlabel="GMACs per volume")
         fig.tight_layout()
@@ -308,5 +308,5 @@ def live_costs(size: int = 64, depth: int = 3, width: int = 8, slices: int = 5, 
         rf = cost.receptive_field(model, spacing, slices=slices if dims == "2.5d" else 1)
         rows.append({"network": dims, "params": rep.params, "GMACs": rep.macs / 1e9,
                      "activations MiB": rep.activation_bytes / MIB,
-                     "RF z x y x x mm": " x ".join(f"{v:.1f}" for v in rf)})
+                     "RF mm (z x y x x)": " x ".join(f"{v:.1f}" for v in rf)})
     return LiveCosts(pd.DataFrame(rows))

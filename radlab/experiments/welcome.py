@@ -1,8 +1,8 @@
 """Notebook 00 (welcome): slice spacing, preprocessing per modality, the ground truth.
 
 Each function returns a result with ``.table()`` and ``.plot()``; the notebook, a
-widget panel and the tests call the same functions. Figures are built without
-pyplot, so a notebook shows each one once.
+widget panel and the tests call the same functions. Figures are closed before they
+are returned, so a notebook shows each one once.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from .. import phantoms, preprocess, survival
 from ..io import Volume
 
 
-def _figure(*args, **kwargs):
-    from matplotlib.figure import Figure
-    fig = Figure(*args, **kwargs)
+def _figure(**kwargs):
+    import matplotlib.pyplot as plt
+    fig = plt.figure(**kwargs)
+    plt.close(fig)  # returned, not auto-shown: a notebook displays it once
     return fig
 
 
@@ -52,11 +53,12 @@ class SpacingResult:
                    self.thick.masks[0, 0]),
                   ("thick, resampled back", torch.as_tensor(self.back.data), self.back.spacing, None)]
         fov_z = self.iso.images.shape[2] * self.iso.spacing[0]
+        lo, hi = np.percentile(self._crop(centre_mm, 6.0), [2, 98])    # one narrow window around the lesion
         for ax, (title, vol, sp, mask) in zip(axes, panels):
             row = min(int(centre_mm[1] / sp[1]), vol.shape[1] - 1)
             z0 = (fov_z - vol.shape[0] * sp[0]) / 2                                # both grids are centred
             extent = (0, vol.shape[2] * sp[2], z0, z0 + vol.shape[0] * sp[0])        # mm: x, then z
-            ax.imshow(vol[:, row, :].numpy(), cmap="gray", vmin=-100, vmax=250, origin="lower",
+            ax.imshow(vol[:, row, :].numpy(), cmap="gray", vmin=lo, vmax=hi, origin="lower",
                       extent=extent, interpolation="nearest")                        # (z, x) plane
             if mask is not None:
                 ax.contour(mask[:, row, :].numpy().astype(float), levels=[0.5], colors="red", linewidths=0.8,
@@ -64,13 +66,26 @@ class SpacingResult:
             ax.set(xlim=(centre_mm[2] - half_mm, centre_mm[2] + half_mm),
                    ylim=(centre_mm[0] - half_mm, centre_mm[0] + half_mm), xlabel="x (mm)", title=title)
         axes[0].set_ylabel("z (mm)")
-        fig.suptitle("coronal view through the lesion (CT, soft-tissue window; red: lesion mask)", fontsize=10)
+        fig.suptitle(f"coronal view through the lesion ({self.iso.modality.upper()}, window {lo:.0f}..{hi:.0f}; "
+                     "red: lesion mask)", fontsize=10)
         return fig
+
+    def _crop(self, centre_mm, half_mm) -> np.ndarray:
+        """The isotropic image within ``half_mm`` of the lesion centre."""
+        c = np.asarray(centre_mm) / np.asarray(self.iso.spacing)
+        h = np.ceil(half_mm / np.asarray(self.iso.spacing)).astype(int)
+        lo, hi = np.maximum(c.astype(int) - h, 0), c.astype(int) + h + 1
+        return self.iso.images[0, 0, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].numpy()
 
 
 def slice_spacing(size: int, *, thick_mm: float = 5.0, seed: int = 0, modality: str = "ct") -> SpacingResult:
     """One patient at ``size`` voxels isotropic and at ``thick_mm`` slices covering the same field of view."""
+    if isinstance(thick_mm, bool) or not isinstance(thick_mm, (int, float)) or not np.isfinite(thick_mm):
+        raise TypeError(f"thick_mm: expected a finite number of millimetres, got {thick_mm!r}")
     iso = phantoms.make_phantoms(1, size=size, modality=modality, seed=seed, noise=False)
+    if not iso.spacing[0] < thick_mm <= iso.images.shape[2] * iso.spacing[0] / 2:
+        raise ValueError(f"thick_mm: expected a slice thickness between the isotropic spacing {iso.spacing[0]:g} mm "
+                         f"and half the field of view, got {thick_mm}")
     n_slices = max(2, int(iso.images.shape[2] * iso.spacing[0] // thick_mm))   # fits in the same field of view
     thick = phantoms.make_phantoms(1, size=(n_slices, size, size), spacing=(thick_mm, *iso.spacing[1:]),
                                    modality=modality, seed=seed, noise=False)
@@ -105,7 +120,7 @@ class PreprocessResult:
         rows = []
         for m in self.raw:
             for i, (r, a) in enumerate(zip(self.raw[m], self.after[m])):
-                rows.append(dict(modality=m, patient=i, step=PREPROCESSING[m], raw_median=np.median(r),
+                rows.append(dict(modality=m, patient=i, raw_median=np.median(r),
                                  after_min=a.min(), after_max=a.max(), after_mean=a.mean(),
                                  after_std=a.std(), after_median=np.median(a)))
         return pd.DataFrame(rows).set_index(["modality", "patient"])
@@ -129,10 +144,13 @@ class PreprocessResult:
 def preprocessing(patients: dict[str, phantoms.PhantomSet]) -> PreprocessResult:
     """Apply each modality's preprocessing; keep the body voxels before and after, per patient."""
     units = {"ct": "HU", "mri": "a.u.", "pet": "Bq/mL"}
+    if not isinstance(patients, dict) or not patients:
+        raise TypeError(f"patients: expected a non-empty dict modality -> PhantomSet, got {type(patients).__name__}")
     raw, after = {}, {}
     for m, ph in patients.items():
         if ph.modality != m:
             raise ValueError(f"patients: expected the key to name the modality, got {m!r} for a {ph.modality} set")
+        ph = ph.to("cpu")                                    # histograms are drawn from numpy arrays
         out, body = preprocessed(ph), ph.body
         raw[m] = [ph.images[i][body[i]].numpy() for i in range(len(ph))]
         after[m] = [out[i][body[i]].numpy() for i in range(len(ph))]
@@ -145,35 +163,32 @@ def preprocessing(patients: dict[str, phantoms.PhantomSet]) -> PreprocessResult:
 class TruthResult:
     """What the generator knows about each patient, and two checks that later notebooks rely on."""
 
-    ph: phantoms.PhantomSet
+    truth: pd.DataFrame               # one row per patient: p_true, label, risk, time, event, site, lesion_mm3
 
     def table(self) -> pd.DataFrame:
-        ph = self.ph
-        return pd.DataFrame({"p_true": ph.p_true.numpy(), "label": ph.labels.numpy(), "risk": ph.risk.numpy(),
-                             "time": ph.time.numpy(), "event": ph.event.numpy(), "site": ph.sites.numpy(),
-                             "lesion_mm3": ph.lesion["volume_mm3"].numpy()}).round(3)
+        return self.truth.round(3)
 
     @property
     def label_gap(self) -> tuple[float, float]:
         """(mean label - mean p_true, its standard error): labels are Bernoulli(p_true) draws."""
-        p = self.ph.p_true.double()
-        gap = float(self.ph.labels.double().mean() - p.mean())
-        return gap, float((p * (1 - p)).sum().sqrt() / len(p))
+        p = self.truth["p_true"].to_numpy(np.float64)
+        gap = float(self.truth["label"].mean() - p.mean())
+        return gap, float(np.sqrt((p * (1 - p)).sum()) / len(p))
 
     @property
     def c_index(self) -> float:
         """Harrell's C of the true log-hazard: the best any model can rank these patients."""
-        return survival.concordance_index(self.ph.time, self.ph.risk, self.ph.event)
+        t = self.truth
+        return survival.concordance_index(t["time"].to_numpy(), t["risk"].to_numpy(), t["event"].to_numpy())
 
     def plot(self):
         fig = _figure(figsize=(10, 3.4), layout="constrained")
         ax_p, ax_s = fig.subplots(1, 2)
-        p, y = self.ph.p_true.numpy(), self.ph.labels.numpy()
-        bins = np.linspace(0, 1, 21)
-        ax_p.hist([p[y == 0], p[y == 1]], bins=bins, stacked=True, label=["label 0", "label 1"])
+        p, y = self.truth["p_true"].to_numpy(), self.truth["label"].to_numpy()
+        ax_p.hist([p[y == 0], p[y == 1]], bins=np.linspace(0, 1, 21), stacked=True, label=["label 0", "label 1"])
         ax_p.set(xlabel="true probability p_true", ylabel="patients", title="labels are draws from p_true")
         ax_p.legend(fontsize=8)
-        t, e, r = self.ph.time.numpy(), self.ph.event.numpy(), self.ph.risk.numpy()
+        t, e, r = (self.truth[k].to_numpy() for k in ("time", "event", "risk"))
         ax_s.scatter(r[e], t[e], s=8, label="event")
         ax_s.scatter(r[~e], t[~e], s=8, marker="x", label="censored")
         ax_s.set(xlabel="true log-hazard (risk)", ylabel="time (months)", yscale="log",
@@ -183,7 +198,9 @@ class TruthResult:
 
 
 def ground_truth(ph: phantoms.PhantomSet) -> TruthResult:
-    """Wrap a PhantomSet's truth (p_true, labels, risk, time, event, sites) for tables and plots."""
+    """Collect a PhantomSet's per-patient truth (p_true, labels, risk, time, event, sites, lesion volume)."""
     if len(ph) < 2:
         raise ValueError(f"ph: expected at least 2 patients, got {len(ph)}")
-    return TruthResult(ph)
+    columns = {"p_true": ph.p_true, "label": ph.labels, "risk": ph.risk, "time": ph.time, "event": ph.event,
+               "site": ph.sites, "lesion_mm3": ph.lesion["volume_mm3"]}
+    return TruthResult(pd.DataFrame({k: v.detach().cpu().numpy() for k, v in columns.items()}))
