@@ -726,9 +726,9 @@ def _render_all(p, site, modality, grid: _Grid, lesion_fraction, device, seed, n
     body = torch.empty_like(masks)
     scanner = torch.tensor([_site_params(modality, s) for s in range(int(site.max()) + 1)],
                            dtype=torch.float64)[site]             # (n, 4)
-    p = dict(p, lesion_center=_liver_center(p) + p["center"], psf_mm=scanner[:, 3], noise_mult=scanner[:, 2])
-    if modality == "pet":   # SUV -> Bq/mL
-        p["activity_per_suv"] = p["dose_per_kg"] / 1000.0
+    p = dict(p, lesion_center=_liver_center(p) + p["center"], scale=scanner[:, 0], shift=scanner[:, 1],
+             noise_mult=scanner[:, 2], psf_mm=scanner[:, 3])
+    p["activity_per_suv"] = p["dose_per_kg"] / 1000.0              # PET: SUV -> Bq/mL
     fine = int(np.prod(grid.shape) * np.prod(grid.sub))
     chunk = max(1, 2 ** 19 // fine)
     for i, start in enumerate(range(0, n, chunk)):
@@ -737,12 +737,10 @@ def _render_all(p, site, modality, grid: _Grid, lesion_fraction, device, seed, n
         if lesion_fraction is not None:
             p["radius_mm"][start:start + chunk] = part["radius_mm"].double().cpu()
         if modality == "pet":
-            img = img * part["activity_per_suv"][:, None, None, None]
+            img = img * _col(part["activity_per_suv"])
         if modality == "mri":
             img = img * _bias_field(part, grid, device)
-        scale, shift = scanner[start:start + chunk, 0].to(device, torch.float32), \
-            scanner[start:start + chunk, 1].to(device, torch.float32)
-        img = img * scale[:, None, None, None] + shift[:, None, None, None]
+        img = img * _col(part["scale"]) + _col(part["shift"])     # scanner calibration
         if noise:
             gen = torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + i) % 2 ** 63)
             img = _add_noise(img, part, modality, grid, gen)

@@ -43,7 +43,7 @@ def test_recorder_matches_autograd_and_removes_its_hooks():
         assert row["grad_norm"] == pytest.approx(layer.weight.grad.norm().item(), rel=1e-6)
         assert row["out_grad_norm"] == pytest.approx(out.grad.norm().item(), rel=1e-6)
         assert row["act_mean"] == pytest.approx(out.mean().item(), rel=1e-5, abs=1e-7)
-        assert row["act_std"] == pytest.approx(out.std().item(), rel=1e-5)
+        assert row["act_std"] == pytest.approx(out.std(correction=0).item(), rel=1e-5)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
     assert all(not p._backward_hooks for p in net.parameters())
 
@@ -74,10 +74,10 @@ def test_recorder_rejects_bad_input(model, layers, error):
 
 # ---------------------------------------------------------------- networks
 def test_plain_resnet_densenet_have_comparable_parameter_counts():
-    for depth in (4, 20, 64):
+    for depth, within in ((4, 0.1), (20, 0.1), (32, 0.35), (64, 0.35)):   # the growth rate is a coarse knob
         counts = {arch: count_params(gf.build(arch, depth)) for arch in gf.ARCHS}
         assert counts["plain"] == counts["resnet"]
-        assert abs(counts["densenet"] - counts["plain"]) <= 0.25 * counts["plain"], (depth, counts)
+        assert abs(counts["densenet"] - counts["plain"]) <= within * counts["plain"], (depth, counts)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -183,10 +183,54 @@ def test_boundary_sharpness_rejects_bad_input(prob, mask, match):
         gf.boundary_sharpness(prob, mask)
 
 
+def _boundary_f1_scipy(pred, mask, tolerance):
+    """Reference: scipy's erosion for the borders and chessboard distance transforms for the matching."""
+    from scipy import ndimage
+    out = []
+    for p, m in zip(pred[:, 0], mask[:, 0]):
+        border = [x & ~ndimage.binary_erosion(x, np.ones((3, 3, 3), bool), border_value=1) for x in (p, m)]
+        dist = [ndimage.distance_transform_cdt(~b, metric="chessboard") if b.any() else np.full(b.shape, 99)
+                for b in border]
+        precision = (dist[1][border[0]] <= tolerance).mean() if border[0].any() else 0.0
+        recall = (dist[0][border[1]] <= tolerance).mean() if border[1].any() else 0.0
+        out.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 2])
+def test_boundary_f1_cross_checked_with_scipy(tolerance):
+    z, y, x = torch.meshgrid(*[torch.arange(12.0)] * 3, indexing="ij")
+    ball = lambda c, r: (((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) < r ** 2)[None, None]   # noqa: E731
+    mask = torch.cat([ball((6, 6, 6), 4), ball((5, 6, 6), 3), ball((6, 6, 6), 4)])
+    pred = torch.cat([ball((6, 6, 6), 4), ball((6, 7, 6), 3.5), torch.zeros_like(ball((6, 6, 6), 4))])
+    got = gf.boundary_f1(pred, mask, tolerance).numpy()
+    np.testing.assert_allclose(got, _boundary_f1_scipy(pred.numpy(), mask.numpy(), tolerance), atol=1e-6)
+    assert got[0] == pytest.approx(1.0) and got[2] == 0.0
+
+
+@pytest.mark.parametrize("pred, tolerance, match", [
+    (torch.ones(1, 1, 4, 4, 5, dtype=torch.bool), 1, "shapes"),
+    (torch.ones(1, 1, 4, 4, 4, dtype=torch.bool), -1, "tolerance"),
+    (torch.ones(1, 1, 4, 4, 4, dtype=torch.bool), 1.5, "tolerance"),
+])
+def test_boundary_f1_rejects_bad_input(pred, tolerance, match):
+    with pytest.raises(ValueError, match=match):
+        gf.boundary_f1(pred, torch.ones(1, 1, 4, 4, 4, dtype=torch.bool), tolerance)
+
+
 @pytest.mark.slow
 def test_unet_skips_runs_and_reports_both_variants():
-    res = gf.unet_skips(size=8, n_train=4, n_test=2, epochs=1, batch_size=4)
+    res = gf.unet_skips(size=8, n_train=4, n_test=2, epochs=1, batch_size=4, levels=3)
     t = res.table()
     assert list(t["skips"]) == [True, False] and t["dice"].between(0, 1).all() and (t["sharpness"] >= 0).all()
+    assert t["boundary_f1"].between(0, 1).all()
     assert t["params"].iloc[0] > t["params"].iloc[1]
     assert res.plot() is not None
+
+
+def test_explore_and_its_panel():
+    from radlab.widgets import Panel
+    res = gf.explore("densenet", depth=4, normalise=True, size=8, n=8, epochs=1)
+    assert set(res.table()["arch"]) == {"densenet"} and res.plot() is not None
+    panel = Panel(gf.explore, arch=list(gf.ARCHS), depth=(4, 64, 2), normalise=False, lr=[1e-3, 3e-3, 1e-2])
+    assert panel.values == {"arch": "resnet", "depth": 20, "normalise": False, "lr": 3e-3}

@@ -1,4 +1,5 @@
-"""rl.losses: cross-checks against MONAI and torch.nn.functional, gradchecks, extreme logits, bad input.
+"""rl.losses: cross-checks against MONAI and torch.nn.functional, gradchecks, extreme logits, bad input;
+rl.experiments.losses: closed forms, metrics, smoke runs; the nb07 exercises.
 
 Tolerances: float32 values agree with the reference to rtol 1e-6 / atol 1e-6 (the
 implementations differ only in the order of floating-point operations); gradcheck
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 import radlab as rl
 from radlab import losses as L
+from radlab.experiments import losses as E
 
 TOL32 = dict(rtol=1e-6, atol=1e-6)
 
@@ -207,8 +209,6 @@ def test_bool_and_integer_targets_are_accepted():
 
 # --- rl.experiments.losses -------------------------------------------------------------------
 
-from radlab.experiments import losses as E  # noqa: E402
-
 
 def test_loss_curves_match_closed_forms():
     curves = E.loss_curves(gamma=2.0, alpha=None, lesion_fraction=0.01, size=16, context=1.0, n_points=19)
@@ -256,7 +256,7 @@ def test_expected_calibration_error_against_a_loop():
         inside = (prob >= b / 10) & (prob < (b + 1) / 10) if b < 9 else prob >= 0.9
         if inside.any():
             expected += inside.sum().item() / 500 * abs(y[inside].mean().item() - prob[inside].mean().item())
-    assert E.expected_calibration_error(prob, y) == pytest.approx(expected, abs=1e-12)
+    assert E.expected_calibration_error(prob, y) == pytest.approx(expected, abs=1e-7)   # float32 bin means
     assert E.expected_calibration_error(torch.full((10,), 0.5), torch.zeros(10)) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="prob and y"):
         E.expected_calibration_error(prob, y[:3])

@@ -54,6 +54,25 @@ def test_fit_learns_a_separable_problem():
     assert T.evaluate(model, (x, y))["auc"] > 0.95
 
 
+def test_one_host_sync_per_epoch(monkeypatch):
+    # The epoch loss is summed on the device and read once: 6 steps per epoch, 3 epochs, 3 reads.
+    # (AdamW reads its CPU-side step counters with .item(); those never wait for a GPU.)
+    import os
+    import sys
+    package = os.path.dirname(rl.__file__)
+    x, y = separable(48)
+    reads, real_item = [], torch.Tensor.item
+
+    def counting_item(self):   # count reads made by radlab's own code
+        if sys._getframe(1).f_code.co_filename.startswith(package):
+            reads.append(1)
+        return real_item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    T.fit(tiny_cnn(), (x, y), loss="bce", epochs=3, lr=1e-3, batch_size=8, progress=False)
+    assert len(reads) == 3
+
+
 def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path):
     x, y = separable()
     xv, yv = separable(16, seed=1)

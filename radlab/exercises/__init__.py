@@ -361,6 +361,9 @@ class ThoughtExercise(Exercise):
     def examples(self):
         return None, []
 
+    def __repr__(self) -> str:
+        return f"{self.name}: {self.prompt}\n(no automatic check: think it through, then ex.{self.name}.solution())"
+
 
 def exercises_in(module) -> list[Exercise]:
     """All exercises defined in a notebook's exercise module, in order of their names."""

@@ -84,8 +84,8 @@ q2 = FunctionExercise(
 q3 = NumberExercise(
     "q3",
     """A "model" that ignores the image and predicts 0.5 for every patient: what is its Brier
-    score, whatever the labels? (Compare it with the curves: a CNN's Brier score above this line
-    is worse than knowing nothing.)""",
+    score, whatever the labels? (Compare it with the curves: a Brier score above it is worse than
+    knowing nothing.)""",
     answer=0.25, rtol=1e-6,
     wrong=[(0.5, "0.5 is the absolute error |p - y|; the Brier score squares it")],
     hints=["Each patient contributes (0.5 - y)², with y either 0 or 1."],

@@ -73,10 +73,9 @@ q3 = NumberExercise(
     """A 50-layer plain CNN (no normalisation, PyTorch's default init) has 48 conv + ReLU layers between its
     first and its last layer. With your factor from q2, predict log10 of how much smaller the gradient
     norm is when it reaches the first layer than where it started (e.g. -3 means 1000 times smaller).""",
-    answer=48 * math.log10(math.sqrt(1 / 6)), rtol=0.05,
+    answer=48 * math.log10(math.sqrt(1 / 6)), rtol=0.02,
     wrong=[(48 * math.log10(1 / 6), "you used the variance factor 1/6 per layer; the norm shrinks by its square root"),
-           (50 * math.log10(1 / 6), "you used the variance factor 1/6 (the norm shrinks by its square root) "
-                                    "and 50 layers instead of the 48 between the first and the last"),
+           (50 * math.log10(math.sqrt(1 / 6)), "you counted 50 layers; 48 lie between the first and the last"),
            (0.0, "0 would mean no vanishing: true for a ResNet's identity path, not for a plain net at this init")],
     hints=["each layer multiplies the gradient norm by about sqrt(1/6)",
            "log10(sqrt(1/6) ** 48) = 48 · log10(sqrt(1/6))"],

@@ -3,7 +3,7 @@ result object with ``.table()`` (pandas DataFrame) and ``.plot()`` (matplotlib F
 the notebook, its widget Panel and the tests all call the same function."""
 import importlib
 
-_TOPICS = ("end_to_end", "bias_variance", "volumetric", "symmetry", "gradient_flow", "losses", "survival")
+_TOPICS = ("welcome", "end_to_end", "bias_variance", "volumetric", "symmetry", "gradient_flow", "losses", "survival")
 
 
 def __getattr__(name):

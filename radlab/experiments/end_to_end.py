@@ -204,7 +204,7 @@ class LearningCurve:
         """AUC and Brier score against n (log scale): mean ± one standard deviation across seeds."""
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
         for ax, metric, better in zip(axes, ("auc", "brier"), ("higher", "lower")):
             for method, part in self.results.groupby("method", sort=False):
                 stats = part.groupby("n")[metric].agg(["mean", "std"]).fillna(0.0)
@@ -214,9 +214,10 @@ class LearningCurve:
             ax.set(xscale="log", xlabel="training patients n", ylabel=f"test {metric} ({better} is better)")
             ax.set_xticks(sorted(self.results.n.unique()), [str(n) for n in sorted(self.results.n.unique())])
             ax.minorticks_off()
-        axes[0].legend(fontsize=8, loc="lower right")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
         fig.suptitle("Classical radiomics vs end to end: mean ± sd over seeds")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))                 # room for the legend below
         return fig
 
 

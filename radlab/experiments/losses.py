@@ -90,8 +90,9 @@ class LossCurves:
         axes[1, 0].set_ylabel("|n · ∂L/∂logit|")
         axes[0, 1].legend(loc="lower right", fontsize=8)
         s = self.settings
-        fig.suptitle(f"γ={s['gamma']}, α={s['alpha']}, smooth={s['smooth']}, lesion fraction={s['lesion_fraction']:.2%}"
-                     f" of {s['n_voxels']} voxels; Dice: rest of the volume segmented with p_t={s['context']}")
+        fig.suptitle(f"γ={s['gamma']}, α={s['alpha']}, smooth={s['smooth']}, lesion fraction="
+                     f"{s['lesion_fraction']:.2%} of {s['n_voxels']} voxels\n"
+                     f"Dice: every other voxel of the volume right with p_t={s['context']}", fontsize=10)
         fig.tight_layout()
         return fig
 
@@ -290,8 +291,9 @@ class ImbalanceSweep:
             ax.set_xscale("log")
             ax.set_xlabel("lesion volume fraction")
             ax.set_title(label)
-            if metric in ("fp_volume_mm3", "ece"):
-                ax.set_yscale("symlog", linthresh=1e-3 if metric == "ece" else 1.0)
+            if metric == "fp_volume_mm3":
+                ax.set_yscale("symlog", linthresh=1.0)             # 0 (no false positive) stays on the axis
+                ax.set_ylim(bottom=0)
         axes[0].legend(fontsize=8)
         fig.tight_layout()
         return fig

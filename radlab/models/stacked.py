@@ -4,14 +4,18 @@ Measuring variance needs many models trained on many independent training sets.
 Training them one after another wastes the machine on small networks; instead we
 stack them: model r owns channel group r of every layer (``groups=R`` convolutions,
 per-model GroupNorm, a per-model linear head), so one forward pass runs all R
-models and no weight is shared between them. Adam is element-wise, so one
+models and no weight is shared between them. Adam(W) is element-wise, so one
 optimiser over the stacked weights is exactly R independent optimisers.
+
+Channel layout: a batch for R models with C input channels each is
+``(N, R·C, D, H, W)``; channels ``r·C … r·C + C − 1`` are model r's patient.
 
 Taught in ``notebooks/02_bias_variance.ipynb`` ("Training R models at once").
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +25,17 @@ from torch import nn
 class StackedCNN3D(nn.Module):
     """``models`` independent CNNs: ``depth`` blocks of conv3×3×3 → GroupNorm → ReLU → pool.
 
-    Input ``(N, R, D, H, W)``: channel r is model r's own patient. Output ``(N, R)``
-    logits, one per model. Width doubles per block up to ``4 * width``. With the
-    defaults (R=1, width=8, depth=3) a single model has 17,697 parameters.
+    Input ``(N, R·C, D, H, W)`` with C = ``in_channels``: channel group r is model r's
+    own patient. Output ``(N, R)`` logits, one per model. Width doubles per block up to
+    ``4 * width``. With R=1, C=1, width=8, depth=3 a single model has 17,697 parameters.
     """
 
-    def __init__(self, models: int = 1, width: int = 8, depth: int = 3):
+    def __init__(self, models: int = 1, width: int = 8, depth: int = 3, in_channels: int = 1):
         super().__init__()
-        for name, value, lo in (("models", models, 1), ("width", width, 1), ("depth", depth, 1)):
-            if not isinstance(value, int) or value < lo:
-                raise ValueError(f"{name}: expected an int >= {lo}, got {value!r}")
-        self.models, layers, c_in = models, [], 1
+        for name, value in (("models", models), ("width", width), ("depth", depth), ("in_channels", in_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        self.models, self.in_channels, layers, c_in = models, in_channels, [], in_channels
         for i in range(depth):
             c_out = width * min(2 ** i, 4)
             layers += [nn.Conv3d(models * c_in, models * c_out, 3, padding=1, groups=models),
@@ -47,28 +51,45 @@ class StackedCNN3D(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(models))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5 or x.shape[1] != self.models:
-            raise ValueError(f"x: expected shape (N, {self.models}, D, H, W), got {tuple(x.shape)}")
-        h = self.body(x).mean(dim=(2, 3, 4))                 # (N, R * C) global average pool
-        h = h.view(len(x), self.models, self.width_out)      # (N, R, C)
+        expected = self.models * self.in_channels
+        if x.ndim != 5 or x.shape[1] != expected:
+            raise ValueError(f"x: expected shape (N, {expected}, D, H, W) = (N, models·in_channels, ...), "
+                             f"got {tuple(x.shape)}")
+        h = self.body(x).mean(dim=(2, 3, 4))                 # (N, R·C_out) global average pool
+        h = h.view(len(x), self.models, self.width_out)      # (N, R, C_out)
         return torch.einsum("nrc,rc->nr", h, self.head_weight) + self.head_bias
 
 
+def independent_flips(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Augment ``(B, R, C, D, H, W)``: each patient of each model is mirrored along each axis
+    with probability 1/2, drawn independently (a lesion's label has no handedness)."""
+    for axis in (3, 4, 5):
+        flip = torch.rand(batch.shape[:2], generator=generator) < 0.5            # (B, R)
+        batch = torch.where(flip[:, :, None, None, None, None], batch.flip(axis), batch)
+    return batch
+
+
 def fit_stacked(model: StackedCNN3D, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 3e-3,
-                batch_size: int = 32, weight_decay: float = 1e-4, augment=None, seed: int = 0) -> list[float]:
+                batch_size: int = 32, weight_decay: float = 1e-4,
+                augment: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0) -> list[float]:
     """Train the R stacked models, model r on its own training set ``x[r], y[r]``.
 
-    ``x`` is ``(R, n, D, H, W)`` network-ready volumes, ``y`` is ``(R, n)`` 0/1
+    ``x`` is ``(R, n, C, D, H, W)`` network-ready inputs, ``y`` is ``(R, n)`` 0/1
     labels. Each model draws its own shuffled mini-batches. The loss is the sum
     over models of each model's mean BCE, so each model's gradient is its own.
-    ``augment`` (optional) maps a ``(B, R, D, H, W)`` batch to an augmented one.
+    ``augment`` (optional) maps a ``(B, R, C, D, H, W)`` batch to an augmented one.
     Returns the mean training loss per epoch.
     """
+    if y.ndim != 2:
+        raise ValueError(f"y: expected shape (R, n), got {tuple(y.shape)}")
     R, n = y.shape
-    if x.shape[:2] != (R, n) or x.ndim != 5:
-        raise ValueError(f"x: expected shape ({R}, {n}, D, H, W) to match y {tuple(y.shape)}, got {tuple(x.shape)}")
+    if x.ndim != 6 or x.shape[:3] != (R, n, model.in_channels):
+        raise ValueError(f"x: expected shape ({R}, {n}, {model.in_channels}, D, H, W) to match y "
+                         f"{tuple(y.shape)} and the model's in_channels, got {tuple(x.shape)}")
     if model.models != R:
         raise ValueError(f"model: has {model.models} stacked models but x holds {R} training sets")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
@@ -81,11 +102,11 @@ def fit_stacked(model: StackedCNN3D, x: torch.Tensor, y: torch.Tensor, *, epochs
         total = torch.zeros(())
         for s in range(steps_per_epoch):
             idx = order[:, s * batch_size:(s + 1) * batch_size]           # (R, B)
-            xb = x[rows, idx].transpose(0, 1)                            # (B, R, D, H, W)
+            xb = x[rows, idx].transpose(0, 1)                            # (B, R, C, D, H, W)
             yb = y[rows, idx].transpose(0, 1).float()                    # (B, R)
             if augment is not None:
                 xb = augment(xb)
-            logits = model(xb)
+            logits = model(xb.flatten(1, 2))                             # (B, R·C, D, H, W) -> (B, R)
             loss = F.binary_cross_entropy_with_logits(logits, yb, reduction="none").mean(0).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -99,10 +120,12 @@ def fit_stacked(model: StackedCNN3D, x: torch.Tensor, y: torch.Tensor, *, epochs
 
 @torch.no_grad()
 def predict_stacked(model: StackedCNN3D, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Probabilities ``(R, M)`` of every stacked model on the same test set ``x`` ``(M, D, H, W)``."""
+    """Probabilities ``(R, M)`` of every stacked model on the same test set ``x`` ``(M, C, D, H, W)``."""
+    if x.ndim != 5 or x.shape[1] != model.in_channels:
+        raise ValueError(f"x: expected shape (M, {model.in_channels}, D, H, W), got {tuple(x.shape)}")
     model.eval()
     out = []
     for xb in x.split(batch_size):
-        xb = xb[:, None].expand(-1, model.models, *xb.shape[1:])  # (B, R, D, H, W): same patients for all
+        xb = xb.repeat(1, model.models, 1, 1, 1)   # (B, R·C, D, H, W): the same patients for all models
         out.append(torch.sigmoid(model(xb)))
     return torch.cat(out).T.contiguous()
