@@ -315,6 +315,14 @@ def glcm_features(P: np.ndarray) -> dict[str, np.ndarray]:
             "inverse_difference": np.sum(P / (1 + np.abs(i - j)), (-2, -1))}
 
 
+def _mean_over_directions(values: np.ndarray) -> np.ndarray:
+    """(N, n_directions) -> (N,): mean over the directions that have pairs (NaN if none has)."""
+    has_pairs = np.isfinite(values)
+    total = np.where(has_pairs, values, 0.0).sum(1)
+    count = has_pairs.sum(1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 # ---------------------------------------------------------------------------------------------
 # φ(x): the feature table
 # ---------------------------------------------------------------------------------------------
@@ -340,9 +348,7 @@ def extract_features(images, masks, spacing=None, *, bin_count: int = 32, chunk:
         levels = discretize(values, patient, n, bin_count=bin_count)
         grid = np.full(msk.shape, -1, np.int64)
         grid[patient, coords[:, 0], coords[:, 1], coords[:, 2]] = levels   # (N, D, H, W), -1 outside
-        with np.errstate(invalid="ignore"):
-            texture = {k: np.nanmean(v, 1) if np.isfinite(v).any() else v[:, 0]
-                       for k, v in glcm_features(glcm_matrices(grid, bin_count)).items()}
+        texture = {k: _mean_over_directions(v) for k, v in glcm_features(glcm_matrices(grid, bin_count)).items()}
         groups = {"firstorder": first_order(patient, values, levels, n, bin_count),
                   "shape": shape(patient, coords, msk, spacing), "glcm": texture}
         tables.append(pd.DataFrame({f"{g}_{k}": v for g, feats in groups.items() for k, v in feats.items()}))

@@ -115,8 +115,11 @@ def _read(path):
 
 
 def _python_only(source: str) -> str:
-    # IPython magics and shell escapes are not Python; blank them so ast can parse the rest.
-    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    # IPython magics, shell escapes and `obj??` source look-ups are not Python; blank them
+    # so ast can parse the rest.
+    def ipython(line: str) -> bool:
+        return line.lstrip().startswith(("%", "!")) or line.rstrip().endswith("?")
+    return "\n".join("" if ipython(line) else line for line in source.splitlines())
 
 
 def _call_name(node: ast.Call) -> str:

@@ -1,6 +1,7 @@
 """rl.classical: hand-written radiomic features, cross-checked against scipy, numpy,
 scikit-image and pyradiomics (reference libraries are imported here only)."""
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -218,6 +219,18 @@ def test_flat_lesion_gives_finite_features():
     row = C.extract_features(image, mask).iloc[0]
     assert row.firstorder_std == 0 and row.firstorder_skewness == 0 and row.glcm_contrast == 0
     assert row.glcm_correlation == 1 and row.glcm_energy == 1
+
+
+def test_single_voxel_lesion_has_no_texture():
+    image = np.random.default_rng(0).normal(size=(2, 6, 6, 6))
+    mask = np.zeros((2, 6, 6, 6), bool)
+    mask[0, 3, 3, 3] = True                            # no neighbour pairs: GLCM undefined
+    mask[1, 2:4, 2:4, 2:4] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # no "mean of empty slice" warnings either
+        df = C.extract_features(image, mask)
+    assert np.isnan(df.glcm_contrast[0]) and np.isfinite(df.glcm_contrast[1])
+    assert df.shape_volume_mm3[0] == 1 and df.firstorder_std[0] == 0
 
 
 _img = np.zeros((2, 1, 6, 6, 6), np.float32)

@@ -90,6 +90,7 @@ def test_literal_sizes_heuristic():
     assert rnb.literal_sizes("make_phantoms(4, modality='pet')") == []            # a few to look at
     assert rnb.literal_sizes("x = f(size=32)  # radlab: literal-ok") == []         # deliberate
     assert rnb.literal_sizes("%time\nmake_phantoms(n=64)") != []                     # magics skipped
+    assert rnb.literal_sizes("rl.losses.dice_loss??\nrl.survival.cox_loss?") == []   # source look-ups
     assert "does not parse" in rnb.literal_sizes("def (")[0]
 
 

@@ -44,7 +44,8 @@ q1 = FunctionExercise(
            (lambda x, c1, c2: F.relu(x + c2(F.relu(c1(x)))),
             "you apply a ReLU after the sum; this block (like the chapter's y = F(x) + x) has none"),
            (lambda x, c1, c2: x + c2(c1(x)), "F(x) needs the ReLU between the two convolutions"),
-           (lambda x, c1, c2: c2(F.relu(c1(x) + x)), "the skip is added after conv1; it should skip both convolutions")],
+           (lambda x, c1, c2: c2(F.relu(c1(x) + x)),
+            "the skip is added after conv1; it should skip both convolutions")],
     hints=["F(x) is conv2 applied to relu(conv1(x)); torch.nn.functional.relu or torch.relu",
            "then add the input itself: y = x + F(x)"])
 

@@ -15,6 +15,7 @@ Taught in ``notebooks/02_bias_variance.ipynb``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..models.stacked import StackedCNN3D, fit_stacked, predict_stacked
+from ..models.stacked import StackedCNN3D, fit_stacked, independent_flips, predict_stacked
 
 FAMILIES = ("logreg", "cnn", "cnn+aug", "bagged")
 
@@ -32,20 +33,27 @@ def decompose(p_hat, p_true) -> dict[str, float]:
 
     Also returns ``brier``, E_y[(p̂ − y)²] computed directly from its definition
     with y ~ Bernoulli(p_true), averaged over models and patients: the three
-    parts must add up to it (up to rounding).
+    parts add up to it exactly (up to rounding).
+
+    With only R models the plain mean over models wobbles, and that wobble inflates the
+    plug-in bias² by variance / R on average. We use the unbiased estimates instead:
+    variance with R − 1 in the denominator, bias² minus variance / R. Their sum is the
+    same, so the parts still add up to the Brier score.
     """
     p_hat, p_true = np.asarray(p_hat, dtype=np.float64), np.asarray(p_true, dtype=np.float64)
-    if p_hat.ndim != 2 or p_true.shape != p_hat.shape[1:]:
-        raise ValueError(f"p_hat: expected shape (R, M) with M = len(p_true) = {p_true.shape}, got {p_hat.shape}")
+    if p_hat.ndim != 2 or p_hat.shape[0] < 2 or p_true.shape != p_hat.shape[1:]:
+        raise ValueError(f"p_hat: expected shape (R, M) with R >= 2 models and M = len(p_true), "
+                         f"got {p_hat.shape} for p_true of shape {p_true.shape}")
     for name, p in (("p_hat", p_hat), ("p_true", p_true)):
         if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
             raise ValueError(f"{name}: expected finite probabilities in [0, 1]")
-    mean_p = p_hat.mean(axis=0)                                   # E_D[p̂] per patient
-    noise = np.mean(p_true * (1 - p_true))
-    bias2 = np.mean((mean_p - p_true) ** 2)
-    variance = np.mean(p_hat.var(axis=0))                         # population variance over the R models
+    R = p_hat.shape[0]
+    mean_p = p_hat.mean(axis=0)                                   # E_D[p̂] per patient, estimated
+    noise = np.mean(p_true * (1 - p_true))                        # Var(y | x): no model can remove it
+    variance = np.mean(p_hat.var(axis=0, ddof=1))                 # Var_D(p̂), averaged over patients
+    bias2 = np.mean((mean_p - p_true) ** 2) - variance / R        # (E_D[p̂] − p)², wobble removed
     brier = np.mean(p_true * (1 - p_hat) ** 2 + (1 - p_true) * p_hat ** 2)
-    return dict(noise=noise, bias2=bias2, variance=variance, brier=brier)
+    return dict(noise=float(noise), bias2=float(bias2), variance=float(variance), brier=float(brier))
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -105,36 +113,54 @@ class BiasVarianceResult:
 class _Data:
     """A pool of R disjoint blocks of fresh training patients and one fixed test set."""
 
-    x: torch.Tensor        # (R, n_max, D, H, W) network inputs
+    x: torch.Tensor        # (R, n_max, 2, c, c, c) lesion crops: image, mask
     y: torch.Tensor        # (R, n_max) labels
     features: np.ndarray   # (R, n_max, F) hand-crafted features
-    x_test: torch.Tensor   # (M, D, H, W)
+    truth: np.ndarray      # (R, n_max, 2) the generating scores H (hand-crafted part) and S (pattern)
+    x_test: torch.Tensor   # (M, 2, c, c, c)
     y_test: np.ndarray
     p_test: np.ndarray
     f_test: np.ndarray
+    truth_test: np.ndarray
 
 
-def make_data(R: int, n_max: int, *, test_size: int, size: int, seed: int, pattern_share: float) -> _Data:
-    """Draw R·n_max training patients and a test set, and their hand-crafted features."""
+@functools.lru_cache(maxsize=4)
+def make_data(R: int, n_max: int, *, test_size: int, size: int, crop: int, seed: int,
+              pattern_share: float) -> _Data:
+    """Draw R·n_max training patients and a test set: crops, hand-crafted features, truth.
+
+    Cached: the notebook's later cells and the panel reuse the same patients.
+    """
     from .. import classical, phantoms
+    from .end_to_end import lesion_crops
     kw = dict(size=size, modality="ct", task="classification", pattern_share=pattern_share)
-    train = phantoms.make_phantoms(R * n_max, seed=seed, **kw)
-    test = phantoms.make_phantoms(test_size, seed=seed + 1_000_003, **kw)
-    feats = [classical.extract_features(ph.images, ph.masks, ph.spacing).to_numpy(np.float64)
-             for ph in (train, test)]
-    shape = (R, n_max)
-    return _Data(x=train.inputs[:, 0].reshape(*shape, size, size, size), y=train.labels.reshape(shape),
-                 features=feats[0].reshape(*shape, -1), x_test=test.inputs[:, 0],
-                 y_test=test.labels.numpy(), p_test=test.p_true.numpy().astype(np.float64), f_test=feats[1])
+    sets = [phantoms.make_phantoms(R * n_max, seed=seed, **kw),
+            phantoms.make_phantoms(test_size, seed=seed + 1_000_003, **kw)]
+    crops = [lesion_crops(ph.inputs, ph.masks, crop) for ph in sets]                  # (N, 2, c, c, c)
+    feats = [classical.extract_features(ph.images, ph.masks, ph.spacing).to_numpy(np.float64) for ph in sets]
+    truth = [torch.stack([ph.lesion["handcrafted"], ph.lesion["pattern"]], 1).numpy() for ph in sets]
+    return _Data(x=crops[0].reshape(R, n_max, *crops[0].shape[1:]), y=sets[0].labels.reshape(R, n_max),
+                 features=feats[0].reshape(R, n_max, -1), truth=truth[0].reshape(R, n_max, 2),
+                 x_test=crops[1], y_test=sets[1].labels.numpy(),
+                 p_test=sets[1].p_true.numpy().astype(np.float64), f_test=feats[1], truth_test=truth[1])
 
 
-def flip_shift(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Augment ``(B, R, D, H, W)``: random flips of each spatial axis and a shift of up to 2 voxels."""
-    for axis in (2, 3, 4):
-        if torch.rand((), generator=generator) < 0.5:
-            batch = batch.flip(axis)
-    shifts = torch.randint(-2, 3, (3,), generator=generator).tolist()
-    return torch.roll(batch, shifts=shifts, dims=(2, 3, 4))
+def explained_by_features(data: _Data) -> dict[str, float]:
+    """Test R² of a linear fit of each generating score on the hand-crafted features.
+
+    ``H`` (size, contrast, spiculation) should be largely explained; ``S`` (the sign of the
+    internal core/rim pattern) should not: that gap is the classical model's bias floor.
+    """
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    f_train = data.features.reshape(-1, data.features.shape[-1])
+    t_train = data.truth.reshape(-1, 2)
+    out = {}
+    for j, name in enumerate(("H", "S")):
+        fit = make_pipeline(StandardScaler(), LinearRegression()).fit(f_train, t_train[:, j])
+        out[name] = float(fit.score(data.f_test, data.truth_test[:, j]))         # R² on the test set
+    return out
 
 
 def _fit_logreg(data: _Data, n: int) -> np.ndarray:
@@ -150,48 +176,56 @@ def _fit_cnn(data: _Data, n: int, *, width: int, depth: int, epochs: int, bags: 
              seed: int) -> np.ndarray:
     R = data.y.shape[0]
     gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)                                          # the initial weights
     # Bagging: B bootstrap resamples of each training set, as R·B stacked models.
     idx = torch.randint(0, n, (R, bags, n), generator=gen) if bags > 1 else torch.arange(n).expand(R, 1, n)
     rows = torch.arange(R)[:, None, None]
-    x = data.x[rows, idx].reshape(R * bags, n, *data.x.shape[2:])   # (R·B, n, D, H, W)
-    y = data.y[rows, idx].reshape(R * bags, n)
-    model = StackedCNN3D(R * bags, width=width, depth=depth)
-    fit_stacked(model, x, y, epochs=epochs, seed=seed, augment=(lambda b: flip_shift(b, gen)) if augment else None)
-    p = predict_stacked(model, data.x_test)                            # (R·B, M)
+    x = data.x[rows, idx].flatten(0, 1)                              # (R·B, n, C, c, c, c)
+    y = data.y[rows, idx].flatten(0, 1)                              # (R·B, n)
+    model = StackedCNN3D(R * bags, width=width, depth=depth, in_channels=x.shape[2])
+    flips = (lambda batch: independent_flips(batch, gen)) if augment else None
+    fit_stacked(model, x, y, epochs=epochs, seed=seed, augment=flips)
+    p = predict_stacked(model, data.x_test)                          # (R·B, M)
     return p.reshape(R, bags, -1).mean(dim=1).numpy().astype(np.float64)   # bag average per training set
 
 
 def run(families: Sequence[str] = ("logreg", "cnn"), n_sizes: Sequence[int] = (50, 200), *, R: int = 4,
-        test_size: int = 300, size: int = 16, epochs: int = 20, widths: Sequence[int] = (8,), depth: int = 3,
-        bags: int = 5, pattern_share: float = 0.5, seed: int = 0,
+        test_size: int = 300, size: int = 32, crop: int = 16, epochs: int = 20, widths: Sequence[int] = (8,),
+        depth: int = 3, bags: int = 5, pattern_share: float = 0.5, pool: int | None = None, seed: int = 0,
         progress: Callable[[float], None] | None = None) -> BiasVarianceResult:
     """Measure noise, bias² and variance for each family and training-set size ``n``.
 
-    ``widths`` is the capacity knob (CNN channels of the first block); ``bags``
-    the number of bootstrap models in the ``bagged`` family. Small training sets
-    get more epochs (``epochs · √(n_max / n)``) so they are not starved of
-    optimisation steps, while large sets still see more patients.
+    The CNNs read a ``crop``³ lesion-centred cube with two channels (image, mask), as in
+    notebook 01. ``widths`` is the capacity knob (channels of the first block); ``bags``
+    the number of bootstrap models in the ``bagged`` family. ``epochs`` is for the
+    largest size (``pool``); smaller sets get ``epochs · √(pool / n)`` so they are not starved of
+    optimiser steps. ``pool`` (default ``max(n_sizes)``) patients per training block:
+    pass the same value to several calls to share one cached data set.
     """
     unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"families: expected names from {FAMILIES}, got {sorted(unknown)}")
+    if unknown or not families:
+        raise ValueError(f"families: expected names from {FAMILIES}, got {list(families)}")
     if not n_sizes or min(n_sizes) < 10:
         raise ValueError(f"n_sizes: expected training-set sizes >= 10, got {list(n_sizes)}")
-    if R < 2:
-        raise ValueError(f"R: expected at least 2 training sets to measure a variance, got {R}")
-    data = make_data(R, max(n_sizes), test_size=test_size, size=size, seed=seed, pattern_share=pattern_share)
+    pool = max(n_sizes) if pool is None else pool
+    if pool < max(n_sizes):
+        raise ValueError(f"pool: expected at least the largest n ({max(n_sizes)}), got {pool}")
+    if not isinstance(R, int) or R < 2:
+        raise ValueError(f"R: expected an int >= 2 training sets to measure a variance, got {R!r}")
+    if not 0 <= pattern_share <= 1:
+        raise ValueError(f"pattern_share: expected a float in [0, 1], got {pattern_share}")
+    data = make_data(R, pool, test_size=test_size, size=size, crop=crop, seed=seed, pattern_share=pattern_share)
     jobs = [(f, n, w) for n in n_sizes for f in families for w in (widths if f != "logreg" else (0,))]
     rows, predictions = [], {}
     for k, (family, n, width) in enumerate(jobs):
         if family == "logreg":
             p_hat = _fit_logreg(data, n)
         else:
-            n_epochs = max(2, round(epochs * math.sqrt(max(n_sizes) / n)))
+            n_epochs = max(2, round(epochs * math.sqrt(pool / n)))
             p_hat = _fit_cnn(data, n, width=width, depth=depth, epochs=n_epochs, augment=family == "cnn+aug",
-                             bags=bags if family == "bagged" else 1, seed=seed + k)
+                             bags=bags if family == "bagged" else 1, seed=seed + 7919 * n + width)
         parts = decompose(p_hat, data.p_test)
-        rows.append(dict(family=family, n=n, width=width, **parts,
-                         brier_measured=float(np.mean((p_hat - data.y_test) ** 2)),
+        rows.append(dict(family=family, n=n, width=width, bags=bags if family == "bagged" else 1, **parts,
                          auc=_auc(data.y_test, p_hat)))
         predictions[(family, n, width)] = p_hat
         if progress is not None:

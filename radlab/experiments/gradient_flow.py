@@ -203,8 +203,9 @@ class GradientFlow:
             sub = self.layers[self.layers["norm"] == norm]
             for (arch, seed), g in sub.groupby(["arch", "seed"], sort=False):
                 g = g.sort_values("depth")
-                ax.plot(g["depth"], g["grad_norm"], marker=".", color=COLORS[arch], alpha=1 if seed == sub["seed"].min() else 0.35,
-                        label=f"{arch} ({g['params'].iloc[0]:,} params)" if seed == sub["seed"].min() else None)
+                first_seed = seed == sub["seed"].min()    # one labelled, opaque curve per arch; other seeds faint
+                ax.plot(g["depth"], g["grad_norm"], marker=".", color=COLORS[arch], alpha=1 if first_seed else 0.35,
+                        label=f"{arch} ({g['params'].iloc[0]:,} params)" if first_seed else None)
             ax.set(yscale="log", xlabel="layer (0 = first, input side)", title=f"at init, {norm}")
             ax.legend(fontsize=8)
         axes[0][0].set_ylabel("‖∂L/∂W‖ of the layer")
@@ -308,7 +309,8 @@ class TrainingCurves:
         for (arch, norm, seed), g in self.grads.groupby(["arch", "norm", "seed"], sort=False):
             style = "-" if norm == "no norm" else "--"
             axes[1].plot(g["step"], g["first_grad"], style, color=COLORS[arch], alpha=0.8)
-        axes[1].set(yscale="log", xlabel="step", ylabel="‖∂L/∂W‖ first layer", title="first-layer gradient in training")
+        axes[1].set(yscale="log", xlabel="step", ylabel="‖∂L/∂W‖ first layer",
+                    title="first-layer gradient in training")
         fig.tight_layout()
         return fig
 
@@ -545,7 +547,8 @@ class UNetComparison:
         ex = self.example
         z = int(np.argmax(ex["mask"].sum((1, 2))))              # the slice with the most lesion
         fig, axes = _fig(1, 4, figsize=(13, 3.4))
-        panels = [("input", ex["image"] / max(float(ex["image"].max()), 1e-6), "gray"), ("true lesion", ex["mask"].astype(float), "gray"),
+        panels = [("input", ex["image"] / max(float(ex["image"].max()), 1e-6), "gray"),
+                  ("true lesion", ex["mask"].astype(float), "gray"),
                   ("U-Net with skips: P(lesion)", ex["prob_skips"], "magma"),
                   ("U-Net without skips: P(lesion)", ex["prob_noskips"], "magma")]
         for ax, (title, vol, cmap) in zip(axes, panels):
@@ -565,8 +568,9 @@ def unet_skips(*, size: int = 16, n_train: int = 32, n_test: int = 16, epochs: i
     Reports the test Dice (logit > 0), :func:`boundary_f1` (where the predicted edge lies) and
     :func:`boundary_sharpness` (how steeply the probability changes on the true edge).
     Four levels by default: at 16³ the bottleneck is 2³ cells of 16 mm, so without skips the
-    decoder must rebuild every edge from those. PET by default: every PET lesion is brighter than the liver, so a lesion is always visible
-    and the comparison is about where its edge goes, not whether it can be seen. Instance
+    decoder must rebuild every edge from those. PET by default: every PET lesion is brighter than
+    the liver, so a lesion is always visible and the comparison is about where its edge goes,
+    not whether it can be seen. Instance
     norm by default: it normalises each volume alone, so the network behaves the same in
     training and at prediction (BatchNorm's running statistics are still settling after
     a few dozen steps and would add noise to the comparison).
@@ -613,7 +617,8 @@ class Exploration:
         g = self.flow.layers.sort_values("depth")
         arch = g["arch"].iloc[0]
         axes[0].plot(g["depth"], g["grad_norm"], marker=".", color=COLORS[arch])
-        axes[0].set(yscale="log", xlabel="layer", ylabel="‖∂L/∂W‖", title=f"{arch}, {g['norm'].iloc[0]}: at init")
+        axes[0].set(yscale="log", xlabel="layer", ylabel="‖∂L/∂W‖",
+                    title=f"{arch}, {g['norm'].iloc[0]}: at init")
         c = self.curves.curves
         axes[1].plot(c["epoch"], c["train_loss"], marker="o", color=COLORS[arch])
         axes[1].set(xlabel="epoch", ylabel="training loss", title="training")

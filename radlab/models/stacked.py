@@ -23,11 +23,14 @@ from torch import nn
 
 
 class StackedCNN3D(nn.Module):
-    """``models`` independent CNNs: ``depth`` blocks of conv3×3×3 → GroupNorm → ReLU → pool.
+    """``models`` independent CNNs: ``depth`` blocks of conv3×3×3 → GroupNorm → ReLU.
 
-    Input ``(N, R·C, D, H, W)`` with C = ``in_channels``: channel group r is model r's
-    own patient. Output ``(N, R)`` logits, one per model. Width doubles per block up to
-    ``4 * width``. With R=1, C=1, width=8, depth=3 a single model has 17,697 parameters.
+    The first block's convolution has stride 2 (it halves the resolution at an eighth of
+    the cost of conv + pool: on a CPU the first full-resolution layer dominates), blocks
+    2, 3, … start with a 2× max-pool, then global average pooling and a linear
+    head. Input ``(N, R·C, D, H, W)`` with C = ``in_channels``: channel group r is model
+    r's own patient. Output ``(N, R)`` logits, one per model. Width doubles per block up
+    to ``4 * width``. With R=1, C=2, width=8, depth=3 one model has 17,913 parameters.
     """
 
     def __init__(self, models: int = 1, width: int = 8, depth: int = 3, in_channels: int = 1):
@@ -38,11 +41,12 @@ class StackedCNN3D(nn.Module):
         self.models, self.in_channels, layers, c_in = models, in_channels, [], in_channels
         for i in range(depth):
             c_out = width * min(2 ** i, 4)
-            layers += [nn.Conv3d(models * c_in, models * c_out, 3, padding=1, groups=models),
+            if i >= 2:                                  # stride-2 stem, then pool before blocks 2, 3, ...
+                layers.append(nn.MaxPool3d(2))
+            layers += [nn.Conv3d(models * c_in, models * c_out, 3, stride=2 if i == 0 else 1, padding=1,
+                                 groups=models),
                        nn.GroupNorm(models, models * c_out),  # one group per model: no mixing
                        nn.ReLU(inplace=True)]
-            if i < depth - 1:
-                layers.append(nn.MaxPool3d(2))
             c_in = c_out
         self.body = nn.Sequential(*layers)
         self.width_out = c_in
