@@ -144,3 +144,22 @@ def test_resample_stays_on_the_gpu():
     out = resample(x, (2.0, 2.0, 2.0), from_spacing=(1.0, 1.0, 1.0))
     assert out.device.type == "cuda"
     assert torch.allclose(out.cpu(), resample(x.cpu(), (2.0, 2.0, 2.0), from_spacing=(1.0, 1.0, 1.0)), atol=1e-6)
+
+
+def test_crop_around_centres_the_lesion_and_stays_inside():
+    from radlab.preprocess import crop_around
+    masks = torch.zeros(2, 1, 20, 20, 20, dtype=torch.bool)
+    masks[0, 0, 3:6, 10:13, 15:18] = True        # centre (4, 11, 16)
+    masks[1, 0, 17:20, 0:2, 9:11] = True         # at the border: the crop is clamped inside
+    images = torch.arange(2 * 20**3, dtype=torch.float32).reshape(2, 1, 20, 20, 20)
+    crop = crop_around(images, masks, 8)
+    assert crop.shape == (2, 1, 8, 8, 8)
+    assert crop[0, 0, 0, 0, 0] == images[0, 0, 0, 7, 12]
+    assert crop[1, 0, 0, 0, 0] == images[1, 0, 12, 0, 6]
+    assert crop_around(masks.float(), masks, 8).sum((1, 2, 3, 4)).tolist() == [27.0, 12.0]
+    with pytest.raises(ValueError, match="edge: expected an int in"):
+        crop_around(images, masks, 30)
+    with pytest.raises(ValueError, match="sample 1 is empty"):
+        crop_around(images, torch.zeros_like(masks).index_fill_(0, torch.tensor([0]), True), 8)
+    with pytest.raises(ValueError, match="mask: expected shape"):
+        crop_around(images, masks[:, :, :10], 8)

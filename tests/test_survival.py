@@ -291,21 +291,6 @@ def test_bad_input_names_the_argument(call, error, words):
 
 
 # ---------------------------------------------------------------- rl.experiments.survival (notebook 09)
-def test_lesion_crop_centres_the_lesion():
-    from radlab.experiments import survival as es
-    masks = torch.zeros(2, 1, 20, 20, 20, dtype=torch.bool)
-    masks[0, 0, 3:6, 10:13, 15:18] = True        # centre (4, 11, 16)
-    masks[1, 0, 17:20, 0:2, 9:11] = True         # at the border: the crop is clamped inside
-    images = torch.arange(2 * 20**3, dtype=torch.float32).reshape(2, 1, 20, 20, 20)
-    crop = es.lesion_crop(images, masks, 8)
-    assert crop.shape == (2, 1, 8, 8, 8)
-    assert crop[0, 0, 0, 0, 0] == images[0, 0, 0, 7, 12]
-    assert crop[1, 0, 0, 0, 0] == images[1, 0, 12, 0, 6]
-    assert es.lesion_crop(masks.float(), masks, 8).sum((1, 2, 3, 4)).tolist() == [27.0, 12.0]
-    with pytest.raises(ValueError, match="edge: expected an int in"):
-        es.lesion_crop(images, masks, 30)
-
-
 def test_score_risk_ranks_truth_above_noise():
     from radlab.experiments import survival as es
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import classical, e2e, models, phantoms, train
+from .. import classical, e2e, models, phantoms, preprocess, train
 
 CLASSICAL_LOGREG, CLASSICAL_SVM = "classical + logreg", "classical + SVM"
 DEEP_FEATURES, CNN = "deep features + logreg", "3D CNN end to end"
@@ -41,17 +41,10 @@ def lesion_crops(inputs: torch.Tensor, masks: torch.Tensor, crop: int = 16) -> t
     if inputs.ndim != 5 or inputs.shape != masks.shape:
         raise ValueError(f"inputs, masks: expected two (N,1,D,H,W) tensors of one shape, got "
                          f"{tuple(inputs.shape)} and {tuple(masks.shape)}")
-    if not isinstance(crop, int) or not 2 <= crop <= min(inputs.shape[2:]):
+    if isinstance(crop, bool) or not isinstance(crop, int) or not 2 <= crop <= min(inputs.shape[2:]):
         raise ValueError(f"crop: expected an int in [2, {min(inputs.shape[2:])}], got {crop!r}")
     x = torch.cat([inputs, masks.to(inputs.dtype)], 1)                  # (N, 2, D, H, W)
-    grid = torch.stack(torch.meshgrid(*[torch.arange(s, device=x.device) for s in x.shape[2:]],
-                                      indexing="ij")).to(x.dtype)       # (3, D, H, W)
-    m = masks[:, 0].to(x.dtype)
-    centre = (m[:, None] * grid).sum((2, 3, 4)) / m.sum((1, 2, 3))[:, None]   # (N, 3) voxel centre
-    upper = torch.tensor(x.shape[2:], device=x.device) - crop
-    start = (centre.round().long() - crop // 2).clamp(min=0).minimum(upper)
-    return torch.stack([x[i, :, z:z + crop, y:y + crop, w:w + crop]
-                        for i, (z, y, w) in enumerate(start.tolist())])
+    return preprocess.crop_around(x, masks, crop)
 
 
 @dataclasses.dataclass

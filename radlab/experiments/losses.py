@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from .. import losses as L
+from .. import preprocess
 
 CURVE_LOSSES = ("mse", "bce", "focal", "dice")
 COLORS = {"mse": "tab:gray", "bce": "tab:blue", "weighted_bce": "tab:cyan", "focal": "tab:orange",
@@ -392,15 +393,7 @@ def _rare_positives(ph, prevalence: float, generator: torch.Generator):
 
 def lesion_patches(ph, edge: int) -> torch.Tensor:
     """(N, 1, edge, edge, edge) crops of ``ph.inputs`` centred on each lesion's centroid (its ROI, as in radiomics)."""
-    size = torch.tensor(ph.inputs.shape[2:])
-    patches = []
-    for image, mask in zip(ph.inputs, ph.masks):                     # (1, D, H, W) each
-        centre = mask[0].nonzero().float().mean(0).round().long().cpu()   # (z, y, x)
-        lo = (centre - edge // 2).clamp(min=0)
-        lo = torch.minimum(lo, size - edge)                          # stay inside the volume
-        z, y, x = lo.tolist()
-        patches.append(image[:, z:z + edge, y:y + edge, x:x + edge])
-    return torch.stack(patches)
+    return preprocess.crop_around(ph.inputs, ph.masks, edge)
 
 
 def classification_imbalance(losses: Sequence[str] = ("bce", "weighted_bce", "focal"), *,

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import preprocess
 from .. import survival as S
 
 PIPELINES = ("clinical", "features", "deep features", "end-to-end CNN", "fused")
@@ -78,28 +79,10 @@ def _ridge_cox(X_train, X_test, train, l2, ties):
     return model.predict_risk(X_train), model.predict_risk(X_test)
 
 
-def lesion_crop(inputs: torch.Tensor, masks: torch.Tensor, edge: int) -> torch.Tensor:
-    """Cut an ``edge``-voxel cube around each lesion's centre: (N,1,D,H,W) -> (N,1,e,e,e).
-
-    The classical pipeline reads the lesion through its mask, so the CNNs get the same
-    help: the lesion and its surroundings, at 1/8 of the voxels (8x less compute).
-    """
-    if masks.shape != inputs.shape:
-        raise ValueError(f"masks: expected shape {tuple(inputs.shape)} (as inputs), got {tuple(masks.shape)}")
-    if not 4 <= edge <= min(inputs.shape[2:]):
-        raise ValueError(f"edge: expected an int in [4, {min(inputs.shape[2:])}], got {edge!r}")
-    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in inputs.shape[2:]],
-                                      indexing="ij"))                        # (3, D, H, W)
-    m = masks[:, 0].float()                                                  # (N, D, H, W)
-    centre = (m[:, None] * grid).sum((2, 3, 4)) / m.sum((1, 2, 3)).clamp_min(1)[:, None]   # (N, 3)
-    high = torch.tensor(inputs.shape[2:]) - edge
-    start = (centre.round().long() - edge // 2).clamp(min=torch.zeros(3, dtype=torch.long), max=high)
-    return torch.stack([x[:, a:a + edge, b:b + edge, c:c + edge] for x, (a, b, c) in zip(inputs, start.tolist())])
-
-
 def cnn_inputs(ph, edge: int) -> torch.Tensor:
     """Two channels per patient, cropped around the lesion: the image and its mask (N,2,e,e,e)."""
-    return torch.cat([lesion_crop(ph.inputs, ph.masks, edge), lesion_crop(ph.masks.float(), ph.masks, edge)], 1)
+    # The classical pipeline reads the lesion through its mask, so the CNNs get the same help.
+    return preprocess.crop_around(torch.cat([ph.inputs, ph.masks.float()], 1), ph.masks, edge)
 
 
 def random_flips(x: torch.Tensor) -> torch.Tensor:
