@@ -4,7 +4,8 @@ for 1000 CT volumes at 32^3 (target: <= 10 s on a 2-core CPU).
 The peer measured in the same run is the same generator called one patient at a
 time (no batching), which is what a per-patient Python loop would cost. On a shared
 machine wall-clock times are inflated by other jobs, so the CPU time this process
-used is printed too (with --threads 1 it is close to the wall time on a quiet machine).
+used is printed too. make_phantoms renders with one CPU thread whatever --threads says
+(two threads stall on a shared CPU; see radlab.phantoms._one_cpu_thread).
 
     .venv/bin/python benchmarks/bench_phantoms.py [--threads 2] [--device cpu] [--quick]
 """

@@ -38,6 +38,12 @@ def test_shapes_and_dtypes(modality, task):
     assert torch.isfinite(ph.images).all() and torch.isfinite(ph.inputs).all()
 
 
+def test_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    make_phantoms(2, size=8)
+    assert torch.get_num_threads() == before
+
+
 def test_non_cubic_size_and_explicit_spacing():
     ph = make_phantoms(2, size=(6, 20, 24), spacing=(5.0, 0.8, 0.8), seed=0)
     assert ph.images.shape == (2, 1, 6, 20, 24) and ph.spacing == (5.0, 0.8, 0.8)
@@ -199,6 +205,18 @@ def test_thick_slices_are_less_noisy():
     assert abs(ratio.item() - expected) < 0.15
 
 
+def test_lesion_centred_field_of_view_is_the_same_patient():
+    body = make_phantoms(4, size=32, seed=16, noise=False)
+    crop = make_phantoms(4, size=16, seed=16, noise=False, center="lesion", spacing=(1.0, 1.0, 1.0))
+    assert crop.spacing == (1.0, 1.0, 1.0) and torch.equal(crop.p_true, body.p_true)
+    for i in range(4):
+        centroid = crop.masks[i, 0].nonzero().float().mean(0)
+        assert (centroid - 7.5).abs().max() < 1.0                  # the lesion sits in the middle
+    # lesion volume is the same up to a few voxels sampled at another sub-voxel offset
+    assert (crop.masks.flatten(1).sum(1) - body.masks.flatten(1).sum(1)).abs().max() <= 0.05 * body.masks.flatten(1).sum(1).max()
+    assert make_phantoms(1, size=16, center="lesion").spacing == (1.0, 1.0, 1.0)   # 16 mm FOV by default
+
+
 # ----------------------------------------------------------------------------- sets & datasets
 def test_indexing_and_to(ct):
     sub = ct[[0, 3, 5]]
@@ -254,6 +272,7 @@ def test_phantom_dataset_is_deterministic_in_any_order():
     (dict(seed=-1), ValueError, "seed"),
     (dict(device="gpu0"), ValueError, "device"),
     (dict(noise="yes"), TypeError, "noise"),
+    (dict(center="middle"), ValueError, "center: expected one of"),
 ])
 def test_bad_arguments_raise_naming_the_argument(kwargs, error, words):
     args = dict(n=2, size=8)
