@@ -219,10 +219,11 @@ def _resampled_affine(volume: Volume, new_spacing) -> np.ndarray:
     return volume.affine @ scale
 
 
-def crop_around(x: torch.Tensor, mask: torch.Tensor, edge: int) -> torch.Tensor:
+def crop_around(x: torch.Tensor, mask: torch.Tensor, edge: int, *, with_mask: bool = False) -> torch.Tensor:
     """An ``edge``-voxel cube of ``x`` centred on each sample's mask (its centre of mass).
 
-    ``x`` is ``(N, C, D, H, W)`` and ``mask`` ``(N, 1, D, H, W)``; returns ``(N, C, e, e, e)``.
+    ``x`` is ``(N, C, D, H, W)`` and ``mask`` ``(N, 1, D, H, W)``; returns ``(N, C, e, e, e)``,
+    or ``(N, C + 1, e, e, e)`` with the cropped mask as the last channel when ``with_mask``.
     A cube that would cross the border is shifted inside the volume, so every crop is
     whole. The classical pipeline reads the lesion through its mask; a CNN given this
     crop sees the same region of interest at a fraction of the voxels.
@@ -236,6 +237,8 @@ def crop_around(x: torch.Tensor, mask: torch.Tensor, edge: int) -> torch.Tensor:
     if isinstance(edge, bool) or not isinstance(edge, int) or not 2 <= edge <= min(x.shape[2:]):
         raise ValueError(f"edge: expected an int in [2, {min(x.shape[2:])}], got {edge!r}")
     m = mask[:, 0].to(torch.float32)                                          # (N, D, H, W)
+    if with_mask:
+        x = torch.cat([x, mask.to(x.dtype)], 1)                               # (N, C + 1, D, H, W)
     voxels = m.sum((1, 2, 3))
     if (voxels == 0).any():
         raise ValueError(f"mask: sample {int((voxels == 0).nonzero()[0])} is empty; there is nothing to centre on")

@@ -42,7 +42,16 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
         "steps": {"quick": 200, "standard": 400, "full": 1500},
         "crop": {"quick": 16, "standard": 16, "full": 32},      # voxels: 16 mm at 1 mm, 0.5 mm (full)
     },
-    "nb02": {},
+    "nb02": {   # bias-variance: training-set sizes, R training sets each, optimiser steps per CNN (any n)
+        "n_sizes": {"quick": (40, 120, 360), "standard": (40, 120, 360, 1080), "full": (50, 200, 800, 3200)},
+        "R": {"quick": 3, "standard": 5, "full": 10},
+        "steps": {"quick": 120, "standard": 300, "full": 1500},  # of 32 patients: a small set is seen often
+        "bags": {"quick": 3, "standard": 4, "full": 8},            # bootstrap models per bagged CNN
+        "wide": {"quick": 16, "standard": 16, "full": 16},         # first-block width of the larger CNN (base 8)
+        "test_size": {"quick": 200, "standard": 400, "full": 1000},
+        "size": {"quick": 32, "standard": 32, "full": 32},         # phantom edge (1 mm voxels) ...
+        "crop": {"quick": 16, "standard": 16, "full": 16},         # ... and the lesion-centred crop the CNN reads
+    },
     "nb03": {   # 2D / 2.5D / 3D costs; anisotropic voxels (training part: smoke test under quick)
         "sizes": {"quick": (32, 64, 128, 256), "standard": (32, 64, 128, 256), "full": (32, 64, 128, 256)},
         "measure_up_to": {"quick": 32, "standard": 64, "full": 256},      # sizes whose step is timed

@@ -44,9 +44,17 @@ def test_decompose_rejects_bad_input(p_hat, p_true, words):
         decompose(p_hat, p_true)
 
 
+def test_unbiased_estimates_remove_the_wobble_of_a_few_models():
+    # Unbiased models (E[p̂] = p_true) with variance 0.2²/3: the plug-in bias² would be about variance / R.
+    rng = np.random.default_rng(3)
+    p_true = rng.uniform(0.3, 0.7, 4000)
+    parts = decompose(p_true + rng.uniform(-0.2, 0.2, (3, 4000)), p_true)
+    assert abs(parts["bias2"]) < 5e-4 and abs(parts["variance"] - 0.04 / 3) < 5e-4
+
+
 def test_stacked_models_do_not_share_gradients():
-    model = StackedCNN3D(models=3, width=4, depth=2)
-    logits = model(torch.randn(2, 3, 8, 8, 8))
+    model = StackedCNN3D(models=3, width=4, depth=2, in_channels=2)
+    logits = model(torch.randn(2, 3 * 2, 8, 8, 8))          # (N, R·C, D, H, W)
     logits[:, 1].sum().backward()
     grad = model.body[0].weight.grad.view(3, 4, -1)        # (model, out channel, ...)
     assert grad[1].abs().sum() > 0 and grad[0].abs().sum() == 0 and grad[2].abs().sum() == 0
@@ -55,9 +63,10 @@ def test_stacked_models_do_not_share_gradients():
 
 def test_stacked_training_equals_training_one_by_one():
     torch.manual_seed(0)
-    x, y = torch.randn(2, 16, 8, 8, 8), torch.randint(0, 2, (2, 16))
-    both = StackedCNN3D(models=2, width=4, depth=2)
-    alone = StackedCNN3D(models=1, width=4, depth=2)
+    # float64: Adam divides by sqrt(v), which amplifies float32 rounding of near-zero gradients
+    x, y = torch.randn(2, 16, 2, 8, 8, 8, dtype=torch.float64), torch.randint(0, 2, (2, 16))   # (R, n, C, D, H, W)
+    both = StackedCNN3D(models=2, width=4, depth=3, in_channels=2).double()
+    alone = StackedCNN3D(models=1, width=4, depth=3, in_channels=2).double()
     # Give the lone model the weights of stacked model 1.
     with torch.no_grad():
         for (name, p_both), p_alone in zip(both.named_parameters(), alone.parameters()):
@@ -73,7 +82,66 @@ def test_stacked_training_equals_training_one_by_one():
     for order in orders:
         for s in range(2):
             idx = order[s * 8:(s + 1) * 8]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(alone(x[1, idx][:, None])[:, 0], y[1, idx].float())
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(alone(x[1, idx])[:, 0], y[1, idx].double())
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    test = torch.randn(5, 8, 8, 8)
-    assert torch.allclose(predict_stacked(both, test)[1], predict_stacked(alone, test)[0], atol=1e-5)
+    test = torch.randn(5, 2, 8, 8, 8, dtype=torch.float64)
+    assert torch.allclose(predict_stacked(both, test)[1], predict_stacked(alone, test)[0], atol=1e-9)
+
+
+def test_independent_flips_mirror_each_patient_and_model_on_its_own():
+    from radlab.models.stacked import independent_flips
+    # D = H = 1, so only the flip along x changes anything: (B, R, C, D, H, W) = (64, 3, 1, 1, 1, 2)
+    batch = torch.arange(64 * 3 * 2, dtype=torch.float32).reshape(64, 3, 1, 1, 1, 2)
+    out = independent_flips(batch, torch.Generator().manual_seed(0))
+    flipped = (out == batch.flip(5)).flatten(2).all(-1)                                 # (B, R)
+    kept = (out == batch).flatten(2).all(-1)
+    assert (flipped ^ kept).all()                                                      # each one or the other
+    assert 0.3 < flipped.float().mean() < 0.7                                          # about half
+    assert not (flipped == flipped[:, :1]).all()                                       # models draw their own
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(families=["svm"]), "families"),
+    (dict(n_sizes=[5]), "n_sizes"),
+    (dict(R=1), "R"),
+    (dict(pool=20, n_sizes=[40]), "pool"),
+    (dict(pattern_share=1.5), "pattern_share"),
+])
+def test_run_rejects_bad_input(kwargs, words):
+    from radlab.experiments.bias_variance import run
+    with pytest.raises(ValueError, match=words):
+        run(**kwargs)
+
+
+def test_stacked_rejects_bad_shapes():
+    model = StackedCNN3D(models=2, width=4, depth=2, in_channels=2)
+    with pytest.raises(ValueError, match="x"):
+        model(torch.randn(1, 2, 8, 8, 8))                 # C channels for one model only
+    with pytest.raises(ValueError, match="x"):
+        fit_stacked(model, torch.randn(2, 4, 1, 8, 8, 8), torch.zeros(2, 4), epochs=1)
+    with pytest.raises(ValueError, match="in_channels"):
+        StackedCNN3D(models=2, in_channels=0)
+
+
+@pytest.mark.slow
+def test_a_small_experiment_decomposes_and_the_cnn_learns_the_pattern():
+    from radlab.experiments.bias_variance import explained_by_features, make_data, run
+    res = run(["logreg", "cnn"], [60], R=2, test_size=120, steps=60, pool=60, seed=5)
+    table = res.table()
+    # The same (cached) patients: features see H (size, contrast, spiculation) but not the pattern S.
+    explained = explained_by_features(make_data(2, 60, test_size=120, size=32, crop=16, seed=5, pattern_share=0.5))
+    assert explained["H"] > 0.8 and explained["S"] < 0.1
+    total = table.noise + table.bias2 + table.variance
+    assert np.allclose(total, table.brier, atol=1e-6)
+    assert (table.auc > 0.55).all()                      # both learned something about the label
+
+
+def test_nb02_exercises_accept_the_solution_and_name_common_mistakes(capsys):
+    from radlab.exercises import nb02 as ex
+    assert ex.q1.check(lambda p: float(np.var(p, axis=0, ddof=1).mean()))
+    assert not ex.q1.check(lambda p: float(np.var(p, axis=0).mean()))
+    assert "R - 1" in capsys.readouterr().out
+    assert not ex.q1.check(lambda p: float(np.var(p, axis=1, ddof=1).mean()))
+    assert "across patients" in capsys.readouterr().out
+    assert ex.q2.check(0.16) and not ex.q2.check(0.04)
+    assert ex.q3.check("b") and not ex.q3.check("d")

@@ -121,21 +121,22 @@ import torch  # noqa: E402
 from radlab.experiments import end_to_end as E  # noqa: E402
 
 
-def test_lesion_crops_are_centred_on_the_mask():
+def test_lesion_crops_with_mask_are_centred_on_the_mask():
+    from radlab.preprocess import crop_around
     inputs = torch.rand(3, 1, 20, 20, 20)
     masks = torch.zeros(3, 1, 20, 20, 20, dtype=torch.bool)
     centres = [(10, 10, 10), (3, 4, 17), (16, 2, 9)]          # the last two touch the border
     for i, (z, y, x) in enumerate(centres):
         masks[i, 0, z - 1:z + 2, y - 1:y + 2, x - 1:x + 2] = True
-    crops = E.lesion_crops(inputs, masks, crop=8)
+    crops = crop_around(inputs, masks, 8, with_mask=True)
     assert crops.shape == (3, 2, 8, 8, 8)
     assert torch.equal(crops[0, 1, 3:6, 3:6, 3:6], torch.ones(3, 3, 3))   # mask in the middle
     assert all(crops[i, 1].sum() == 27 for i in range(3))                   # whole lesion kept at borders
     assert torch.equal(crops[0, 0], inputs[0, 0, 6:14, 6:14, 6:14])
-    with pytest.raises(ValueError, match="crop"):
-        E.lesion_crops(inputs, masks, crop=40)
-    with pytest.raises(ValueError, match="inputs, masks"):
-        E.lesion_crops(inputs[0], masks[0])
+    with pytest.raises(ValueError, match="edge"):
+        crop_around(inputs, masks, 40, with_mask=True)
+    with pytest.raises(ValueError, match="mask"):
+        crop_around(inputs[0], masks[0], 8)
 
 
 def _toy_cohort(n, seed):

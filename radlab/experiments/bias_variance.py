@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import preprocess
 from ..models.stacked import StackedCNN3D, fit_stacked, independent_flips, predict_stacked
 
 FAMILIES = ("logreg", "cnn", "cnn+aug", "bagged")
@@ -99,11 +100,13 @@ class BiasVarianceResult:
                 bottom += part[term].fillna(0).to_numpy()
             ax_curve.plot(part.index, part.brier, "o-", color=f"C{j}", label=label)
         ax_bars.set_xticks(np.arange(len(sizes)), [f"n={n}" for n in sizes])
-        ax_bars.set_ylabel("expected Brier = noise (grey) + bias² + variance (hatched)")
-        ax_bars.legend(fontsize=7, ncol=2)
+        ax_bars.set(ylabel="expected Brier score", title="noise (grey) + bias² (solid) + variance (hatched)")
+        ax_bars.legend(fontsize=7, ncol=2, loc="lower right")
         ax_curve.axhline(rows.noise.iloc[0], color="0.5", ls="--", label="noise floor p(1-p)")
         ax_curve.set(xscale="log", xlabel="training-set size n", ylabel="expected Brier score",
-                     title="total error against n")
+                     title="total error against n (lower is better)")
+        ax_curve.set_xticks(sizes, [str(n) for n in sizes])
+        ax_curve.minorticks_off()
         ax_curve.legend(fontsize=8)
         fig.tight_layout()
         return fig
@@ -132,11 +135,11 @@ def make_data(R: int, n_max: int, *, test_size: int, size: int, crop: int, seed:
     Cached: the notebook's later cells and the panel reuse the same patients.
     """
     from .. import classical, phantoms
-    from .end_to_end import lesion_crops
     kw = dict(size=size, modality="ct", task="classification", pattern_share=pattern_share)
     sets = [phantoms.make_phantoms(R * n_max, seed=seed, **kw),
             phantoms.make_phantoms(test_size, seed=seed + 1_000_003, **kw)]
-    crops = [lesion_crops(ph.inputs, ph.masks, crop) for ph in sets]                  # (N, 2, c, c, c)
+    crops = [preprocess.crop_around(ph.inputs, ph.masks, crop, with_mask=True)   # (N, 2, c, c, c)
+             for ph in sets]
     feats = [classical.extract_features(ph.images, ph.masks, ph.spacing).to_numpy(np.float64) for ph in sets]
     truth = [torch.stack([ph.lesion["handcrafted"], ph.lesion["pattern"]], 1).numpy() for ph in sets]
     return _Data(x=crops[0].reshape(R, n_max, *crops[0].shape[1:]), y=sets[0].labels.reshape(R, n_max),
@@ -191,15 +194,17 @@ def _fit_cnn(data: _Data, n: int, *, width: int, depth: int, epochs: int, bags: 
 
 def run(families: Sequence[str] = ("logreg", "cnn"), n_sizes: Sequence[int] = (50, 200), *, R: int = 4,
         test_size: int = 300, size: int = 32, crop: int = 16, epochs: int = 20, widths: Sequence[int] = (8,),
-        depth: int = 3, bags: int = 5, pattern_share: float = 0.5, pool: int | None = None, seed: int = 0,
-        progress: Callable[[float], None] | None = None) -> BiasVarianceResult:
+        steps: int | None = None, depth: int = 3, bags: int = 5, pattern_share: float = 0.5,
+        pool: int | None = None, seed: int = 0,
+        progress: Callable[[int, int], None] | None = None) -> BiasVarianceResult:
     """Measure noise, bias² and variance for each family and training-set size ``n``.
 
     The CNNs read a ``crop``³ lesion-centred cube with two channels (image, mask), as in
     notebook 01. ``widths`` is the capacity knob (channels of the first block); ``bags``
     the number of bootstrap models in the ``bagged`` family. ``epochs`` is for the
     largest size (``pool``); smaller sets get ``epochs · √(pool / n)`` so they are not starved of
-    optimiser steps. ``pool`` (default ``max(n_sizes)``) patients per training block:
+    optimiser steps. ``steps`` (if given) overrides this: every model gets about ``steps``
+    optimiser steps of 32 patients, whatever n, so small sets are seen many times. ``pool`` (default ``max(n_sizes)``) patients per training block:
     pass the same value to several calls to share one cached data set.
     """
     unknown = set(families) - set(FAMILIES)
@@ -221,7 +226,8 @@ def run(families: Sequence[str] = ("logreg", "cnn"), n_sizes: Sequence[int] = (5
         if family == "logreg":
             p_hat = _fit_logreg(data, n)
         else:
-            n_epochs = max(2, round(epochs * math.sqrt(pool / n)))
+            n_epochs = (math.ceil(steps / math.ceil(n / 32)) if steps else
+                        max(2, round(epochs * math.sqrt(pool / n))))
             p_hat = _fit_cnn(data, n, width=width, depth=depth, epochs=n_epochs, augment=family == "cnn+aug",
                              bags=bags if family == "bagged" else 1, seed=seed + 7919 * n + width)
         parts = decompose(p_hat, data.p_test)
@@ -229,5 +235,20 @@ def run(families: Sequence[str] = ("logreg", "cnn"), n_sizes: Sequence[int] = (5
                          auc=_auc(data.y_test, p_hat)))
         predictions[(family, n, width)] = p_hat
         if progress is not None:
-            progress((k + 1) / len(jobs))
+            progress(k + 1, len(jobs))
     return BiasVarianceResult(pd.DataFrame(rows), predictions)
+
+
+def explore(n: int = 120, width: int = 8, augment: bool = False, bags: int = 1, R: int = 3, steps: int = 120,
+            pool: int = 360, seed: int = 0, progress: Callable[[int, int], None] | None = None
+            ) -> BiasVarianceResult:
+    """One training-set size, logistic regression against one CNN variant: the panel of notebook 02.
+
+    ``bags > 1`` bags the CNN (``augment`` then does not apply); the patients are those of
+    the notebook's experiment when ``R``, ``pool`` and ``seed`` match (cached).
+    """
+    if not 10 <= n <= pool:
+        raise ValueError(f"n: expected an int in [10, pool={pool}], got {n!r}")
+    family = "bagged" if bags > 1 else ("cnn+aug" if augment else "cnn")
+    return run(["logreg", family], [n], R=R, widths=(width,), bags=bags, steps=steps, pool=pool, seed=seed,
+               test_size=200, progress=progress)

@@ -36,17 +36,6 @@ COLORS = {CLASSICAL_LOGREG: "tab:blue", CLASSICAL_SVM: "tab:cyan", DEEP_FEATURES
 # Data: one cohort = crops for the CNNs, φ(x) for the classical models, and the truth
 # ---------------------------------------------------------------------------------------------
 
-def lesion_crops(inputs: torch.Tensor, masks: torch.Tensor, crop: int = 16) -> torch.Tensor:
-    """A ``crop``³ cube centred on each lesion, channels (image, mask): (N, 2, crop, crop, crop)."""
-    if inputs.ndim != 5 or inputs.shape != masks.shape:
-        raise ValueError(f"inputs, masks: expected two (N,1,D,H,W) tensors of one shape, got "
-                         f"{tuple(inputs.shape)} and {tuple(masks.shape)}")
-    if isinstance(crop, bool) or not isinstance(crop, int) or not 2 <= crop <= min(inputs.shape[2:]):
-        raise ValueError(f"crop: expected an int in [2, {min(inputs.shape[2:])}], got {crop!r}")
-    x = torch.cat([inputs, masks.to(inputs.dtype)], 1)                  # (N, 2, D, H, W)
-    return preprocess.crop_around(x, masks, crop)
-
-
 @dataclasses.dataclass
 class Cohort:
     """The patients of one experiment, ready for both paradigms."""
@@ -73,7 +62,7 @@ def make_cohort(n: int, *, seed: int, size: int = 32, crop: int = 16, modality: 
     """``n`` phantom patients as a :class:`Cohort` (crops, φ(x), labels, p_true)."""
     ph = phantoms.make_phantoms(n, size=size, modality=modality, seed=seed, pattern_share=pattern_share,
                                 device=device)
-    return Cohort(crops=lesion_crops(ph.inputs, ph.masks, crop),
+    return Cohort(crops=preprocess.crop_around(ph.inputs, ph.masks, crop, with_mask=True),
                   features=classical.extract_features(ph.images, ph.masks, ph.spacing),
                   labels=ph.labels.cpu().numpy(), p_true=ph.p_true.cpu().numpy(),
                   truth=pd.DataFrame({k: ph.lesion[k].cpu().numpy() for k in ("handcrafted", "pattern")}))

@@ -82,7 +82,7 @@ def _ridge_cox(X_train, X_test, train, l2, ties):
 def cnn_inputs(ph, edge: int) -> torch.Tensor:
     """Two channels per patient, cropped around the lesion: the image and its mask (N,2,e,e,e)."""
     # The classical pipeline reads the lesion through its mask, so the CNNs get the same help.
-    return preprocess.crop_around(torch.cat([ph.inputs, ph.masks.float()], 1), ph.masks, edge)
+    return preprocess.crop_around(ph.inputs, ph.masks, edge, with_mask=True)
 
 
 def random_flips(x: torch.Tensor) -> torch.Tensor:
