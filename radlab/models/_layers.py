@@ -13,6 +13,8 @@ does too. Taught in ``notebooks/03_volumetric_costs.ipynb``.
 """
 from __future__ import annotations
 
+import abc
+
 import re
 
 import torch
@@ -94,7 +96,7 @@ def volume_to_slices(x: torch.Tensor, dims: str, slices: int) -> torch.Tensor:
     return windows.permute(0, 2, 1, 5, 3, 4).reshape(n * d, c * slices, h, w)  # (N·D, C·k, H, W)
 
 
-class Classifier(nn.Module):
+class Classifier(nn.Module, abc.ABC):
     """Base of the classifiers: ``forward(x) = head(features(x))``, logits (N, num_classes).
 
     Subclasses define ``encode(x)`` (input -> pooled features (N, F)) and ``self.head``.
@@ -130,8 +132,9 @@ class Classifier(nn.Module):
             return per_slice.reshape(n, -1, per_slice.shape[1]).mean(1)        # (N, F)
         return self.encode(x)
 
+    @abc.abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Input -> pooled features (N, F); each architecture defines its own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
