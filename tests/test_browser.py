@@ -149,16 +149,35 @@ def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
 
 
+def _accept_dialog(driver) -> None:
+    """Accept a modal dialog if one is open. JupyterLab asks "Select Kernel" (default: the notebook's own
+    Python 3 kernel) when it opens a notebook before its list of kernels has loaded, a race on a busy machine."""
+    from selenium.webdriver.common.by import By
+    for button in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog .jp-Dialog-button.jp-mod-accept"):
+        if button.is_displayed():
+            button.click()
+            time.sleep(1)
+
+
 def _click_menu(driver, menu: str, item: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from selenium.common.exceptions import ElementClickInterceptedException
+
     wait = WebDriverWait(driver, 30)
     label = f"//div[contains(@class,'lm-MenuBar-itemLabel') and normalize-space()='{menu}']"
-    wait.until(EC.element_to_be_clickable((By.XPATH, label))).click()
     entry = f"//div[contains(@class,'lm-Menu-itemLabel') and normalize-space()='{item}']"
-    wait.until(EC.element_to_be_clickable((By.XPATH, entry))).click()
+    for attempt in range(3):   # a dialog may open between two clicks: accept it and click again
+        _accept_dialog(driver)
+        try:
+            wait.until(EC.element_to_be_clickable((By.XPATH, label))).click()
+            wait.until(EC.element_to_be_clickable((By.XPATH, entry))).click()
+            return
+        except ElementClickInterceptedException:
+            if attempt == 2:
+                raise
 
 
 def _prompts(driver) -> list[str]:
@@ -214,6 +233,8 @@ def test_notebook_00_runs_in_jupyterlab_and_viewer_reacts(tmp_path):
         driver = _driver(tmp_path / "chromium-profile")
         driver.get(lab.url(f"lab/tree/{NOTEBOOK}"))
         WebDriverWait(driver, 90).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
+        time.sleep(2)
+        _accept_dialog(driver)
         WebDriverWait(driver, 90).until(lambda d: d.execute_script(
             "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
             "return s && s.getAttribute('data-status') === 'idle';"))
