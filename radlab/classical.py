@@ -62,6 +62,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .io import check_spacing
+
 # The 13 "forward" neighbours of a voxel (dz, dy, dx); with their mirror images
 # they are the 26 voxels around it. A symmetric GLCM needs only one of each pair.
 DIRECTIONS_3D: tuple[tuple[int, int, int], ...] = tuple(
@@ -90,18 +92,6 @@ def _as_volumes(x, name: str) -> np.ndarray:
     elif x.ndim != 4:
         raise ValueError(f"{name}: expected shape (N,1,D,H,W), (N,D,H,W) or (D,H,W), got {x.shape}")
     return x
-
-
-def _check_spacing(spacing) -> tuple[float, float, float]:
-    if spacing is None:
-        return (1.0, 1.0, 1.0)
-    try:
-        spacing = tuple(float(s) for s in spacing)
-    except TypeError:
-        raise TypeError(f"spacing: expected 3 numbers (z, y, x) in mm, got {spacing!r}") from None
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing: expected 3 positive finite numbers (z, y, x) in mm, got {spacing!r}")
-    return spacing
 
 
 def _check_inputs(images, masks):
@@ -337,7 +327,7 @@ def extract_features(images, masks, spacing=None, *, bin_count: int = 32, chunk:
     chunks of ``chunk`` to bound memory. Taught in notebook 01 ("The classical pipeline").
     """
     images, masks = _check_inputs(images, masks)
-    spacing = _check_spacing(spacing)
+    spacing = (1.0, 1.0, 1.0) if spacing is None else check_spacing(spacing)
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
     tables = []

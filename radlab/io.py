@@ -33,7 +33,9 @@ _DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64
 
 def check_spacing(spacing: Any, name: str = "spacing") -> tuple[float, float, float]:
     """`spacing` as a (z, y, x) tuple of three positive finite floats, or a ValueError naming `name`."""
-    if isinstance(spacing, (str, bytes)) or not hasattr(spacing, "__len__") or len(spacing) != 3:
+    if not isinstance(spacing, (str, bytes)) and not hasattr(spacing, "__len__"):
+        raise TypeError(f"{name}: expected a sequence of three voxel sizes (z, y, x) in mm, got {spacing!r}")
+    if isinstance(spacing, (str, bytes)) or len(spacing) != 3:
         raise ValueError(f"{name}: expected three voxel sizes (z, y, x) in mm, got {spacing!r}")
     try:
         values = tuple(float(s) for s in spacing)

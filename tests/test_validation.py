@@ -133,6 +133,7 @@ ROWS = {
                                 ValueError, "injected_dose_bq"),
     "suv dose inf":            (lambda f: _module("preprocess").suv(f.x, weight_kg=70, injected_dose_bq=INF),
                                 ValueError, "injected_dose_bq"),
+    "random_flips 4-D":        (lambda f: _module("augment").random_flips(torch.zeros(1, 4, 4, 4)), ValueError, "x"),
     "crop_around numpy":       (lambda f: _module("preprocess").crop_around(np.zeros((1, 1, 4, 4, 4)), torch.ones(1, 1, 4, 4, 4), 2),
                                 TypeError, "x, mask"),
     "crop_around mask shape":  (lambda f: _module("preprocess").crop_around(torch.zeros(1, 1, 4, 4, 4), torch.ones(1, 1, 4, 4), 2),
@@ -193,7 +194,7 @@ def test_bad_input_is_refused_naming_the_argument(f, call, error, argument):
 def test_every_public_function_of_the_foundation_has_a_row():
     """Adding a public function to these modules without a bad-input row fails here."""
     covered = {row.split()[0] for row in ROWS}                       # rows start with the function name
-    for name in ("profile", "io", "preprocess", "datasets", "phantoms"):
+    for name in ("profile", "io", "preprocess", "datasets", "phantoms", "augment"):
         if importlib.util.find_spec(f"radlab.{name}") is None:
             continue
         module = importlib.import_module(f"radlab.{name}")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import classical, e2e, models, phantoms, preprocess, train
+from .. import augment, classical, e2e, models, phantoms, preprocess, train
 
 CLASSICAL_LOGREG, CLASSICAL_SVM = "classical + logreg", "classical + SVM"
 DEEP_FEATURES, CNN = "deep features + logreg", "3D CNN end to end"
@@ -99,14 +99,6 @@ def plot_crops(cohort: Cohort, k: int = 6):
 # The pipelines
 # ---------------------------------------------------------------------------------------------
 
-def random_flips(x: torch.Tensor) -> torch.Tensor:
-    """Mirror the batch along each spatial axis with probability 1/2 (a lesion's label has no handedness)."""
-    for axis in (2, 3, 4):
-        if torch.rand(()) < 0.5:
-            x = x.flip(axis)
-    return x
-
-
 def train_cnn(cohort: Cohort, *, steps: int = 100, lr: float = 1e-2, batch_size: int = 32, width: int = 8,
               seed: int = 0, device="cpu") -> torch.nn.Module:
     """The end-to-end pipeline: a 3D CNN on (image, mask) crops, trained on the labels with BCE.
@@ -121,7 +113,7 @@ def train_cnn(cohort: Cohort, *, steps: int = 100, lr: float = 1e-2, batch_size:
     epochs = math.ceil(steps / math.ceil(len(cohort) / batch_size))
     y = torch.as_tensor(cohort.labels, dtype=torch.float32)
     model.history = train.fit(model, (cohort.crops, y), loss="bce", epochs=epochs, lr=lr, batch_size=batch_size,
-                              seed=seed, progress=False, augment=random_flips, device=device)
+                              seed=seed, progress=False, augment=augment.random_flips, device=device)
     return model.eval()
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import preprocess
+from .. import augment, preprocess
 from .. import survival as S
 
 PIPELINES = ("clinical", "features", "deep features", "end-to-end CNN", "fused")
@@ -85,18 +85,12 @@ def cnn_inputs(ph, edge: int) -> torch.Tensor:
     return preprocess.crop_around(ph.inputs, ph.masks, edge, with_mask=True)
 
 
-def random_flips(x: torch.Tensor) -> torch.Tensor:
-    """Flip the batch along a random subset of the three axes (the phantoms have no preferred side)."""
-    dims = [d for d in (2, 3, 4) if torch.rand(()) < 0.5]
-    return x.flip(dims) if dims else x
-
-
 def _train_cnn(X, y, loss, *, epochs, batch_size, lr, seed, device):
     from .. import models, train as T
     torch.manual_seed(seed)
     cnn = models.CNN3D(in_channels=X.shape[1], num_classes=1).to(device)
     T.fit(cnn, (X, y), loss=loss, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-          augment=random_flips, progress=False, device=device)
+          augment=augment.random_flips, progress=False, device=device)
     return cnn
 
 
